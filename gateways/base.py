@@ -1,0 +1,215 @@
+"""The interface every gateway module implements, and the plain data it exchanges.
+
+Gateways take frozen dataclasses in and give frozen dataclasses out. Nothing here knows about
+Flask, SQLAlchemy or the portal's models: the portal maps its rows to these objects.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """A gateway call failed; `message` is safe to show to staff."""
+
+    def __init__(self, message: str, *, code: str = "gateway_error", retryable: bool = False,
+                 http_status: int | None = None, raw: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+        self.http_status = http_status
+        self.raw = raw
+
+
+class SignatureError(GatewayError):
+    """A webhook or return could not be authenticated; nothing in it may be trusted."""
+
+    def __init__(self, message: str = "signature verification failed"):
+        super().__init__(message, code="bad_signature")
+
+
+class MalformedPayload(GatewayError):
+    """A webhook body that cannot be parsed at all."""
+
+    def __init__(self, message: str = "malformed payload"):
+        super().__init__(message, code="malformed_payload")
+
+
+class UnknownStatus(GatewayError):
+    """The gateway reported a status our table does not know; never defaulted."""
+
+    def __init__(self, value: str):
+        super().__init__(f"unknown gateway status {value!r}", code="unknown_status")
+
+
+class Unsupported(GatewayError):
+    def __init__(self, operation: str):
+        super().__init__(f"{operation} is not supported by this gateway", code="unsupported")
+
+
+class Capability(enum.StrEnum):
+    REFUND = "refund"
+    PARTIAL_REFUND = "partial_refund"
+    SAVED_METHODS = "saved_methods"
+    CANCEL_CHECKOUT = "cancel_checkout"
+    SIGNED_RETURN = "signed_return"
+
+
+class EventStatus(enum.StrEnum):
+    """What a gateway says happened to one payment attempt, in our words."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUND_SUCCEEDED = "refund_succeeded"
+    REFUND_FAILED = "refund_failed"
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    name: str
+    label: str
+    secret: bool = False
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    reference: str
+    amount: int
+    currency: str
+    description: str
+    bill_reference: str
+    merchant_name: str
+    return_url: str
+    cancel_url: str
+    notify_url: str
+    expires_at: datetime
+    idempotency_key: str
+    customer_name: str = ""
+    customer_email: str = ""
+    customer_phone: str = ""
+
+
+@dataclass(frozen=True)
+class HostedForm:
+    """A form the patient's browser must post to the gateway (no redirect URL exists)."""
+
+    action: str
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Checkout:
+    checkout_id: str
+    redirect_url: str | None = None
+    form: HostedForm | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    """One fact reported by a gateway, by webhook, signed return or status fetch."""
+
+    dedupe_id: str | None
+    type: str
+    reference: str
+    status: EventStatus
+    amount: int | None
+    currency: str | None
+    checkout_id: str | None = None
+    transaction_id: str | None = None
+    refund_id: str | None = None
+    method: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    reference: str
+    transaction_id: str | None
+    amount: int
+    currency: str
+    reason: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    refund_id: str
+    status: EventStatus
+    amount: int
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+def hmac_sha256_hex(key: str | bytes, message: bytes) -> str:
+    if isinstance(key, str):
+        key = key.encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class Gateway(ABC):
+    """One payment gateway, configured with one lab's credentials."""
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    credential_fields: ClassVar[tuple[CredentialField, ...]]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    webhook_events: ClassVar[tuple[str, ...]] = ()
+    default_api_base: ClassVar[str] = ""
+
+    def __init__(self, credentials: Mapping[str, str], *, api_base: str | None = None,
+                 timeout: tuple[float, float] = (5.0, 20.0)):
+        missing = [f.name for f in self.credential_fields
+                   if f.required and not credentials.get(f.name)]
+        if missing:
+            raise GatewayError(f"missing credentials: {', '.join(missing)}", code="not_configured")
+        self.credentials = dict(credentials)
+        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"<{type(self).__name__} api_base={self.api_base!r}>"
+
+    @classmethod
+    def secret_values(cls, credentials: Mapping[str, str]) -> list[str]:
+        return [credentials[f.name] for f in cls.credential_fields
+                if f.secret and credentials.get(f.name)]
+
+    @classmethod
+    @abstractmethod
+    def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
+        """Our reference from an unverified webhook, only to find whose secret verifies it."""
+
+    @abstractmethod
+    def create_checkout(self, request: CheckoutRequest) -> Checkout: ...
+
+    @abstractmethod
+    def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent: ...
+
+    def verify_return(self, params: Mapping[str, str]) -> GatewayEvent | None:
+        """The signed browser return, for gateways that sign it; others fetch status."""
+        return None
+
+    @abstractmethod
+    def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent: ...
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        raise Unsupported("refund")

@@ -1,0 +1,109 @@
+"""The lab payment-link portal: `create_app()` builds it; nothing happens at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from .config import load_settings
+from .extensions import Database, csrf, login_manager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"),
+                instance_path=os.environ.get("PORTAL_INSTANCE_PATH", str(ROOT / "instance")))
+    app.config.update(load_settings(app.instance_path))
+    if overrides:
+        app.config.update(overrides)
+
+    Database().init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.session_protection = "strong"
+
+    from . import filters
+    from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
+    from .links import bp as links_bp
+    from .main import bp as main_bp
+    from .pay import bp as pay_bp
+    from .sandbox import bp as sandbox_bp
+    from .webhooks import bp as webhooks_bp
+
+    for bp in (main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp):
+        app.register_blueprint(bp)
+    filters.init_app(app)
+    _security_headers(app)
+    _error_pages(app)
+    _logging(app)
+
+    from .cli import register_commands
+    register_commands(app)
+    return app
+
+
+def _security_headers(app: Flask) -> None:
+    @app.after_request
+    def headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Pay-page URLs carry the link's token: never send them on as a referrer.
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.endpoint and not request.endpoint.startswith("static"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if app.config["PORTAL_BASE_URL"].startswith("https://"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/payments/") or request.path.endswith(".json")
+
+
+def _error_pages(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        if _wants_json():
+            return jsonify(error={"code": "csrf_failed", "message": exc.description}), 400
+        return render_template("errors/error.html", code=400, title="This form has expired",
+                               message="Please go back, reload the page and try again."), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if _wants_json():
+            code = (exc.name or "error").lower().replace(" ", "_")
+            return jsonify(error={"code": code, "message": exc.description}), exc.code
+        titles = {403: "You do not have access to this page", 404: "Page not found"}
+        return render_template("errors/error.html", code=exc.code,
+                               title=titles.get(exc.code, exc.name),
+                               message=exc.description if exc.code not in titles else None
+                               ), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        if _wants_json():
+            return jsonify(error={"code": "internal_error",
+                                  "message": "Something went wrong on our side."}), 500
+        return render_template("errors/error.html", code=500, title="Something went wrong",
+                               message="Please try again in a minute."), 500
+
+
+def _logging(app: Flask) -> None:
+    if not app.debug and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")

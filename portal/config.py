@@ -1,0 +1,71 @@
+"""Settings from the environment, in one place (DESIGN §6)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+DEFAULT_BASE_URL = "http://127.0.0.1:5000"
+
+
+def _read_or_create(path: Path, make) -> str:
+    """A secret generated once into the instance folder, readable only by its owner."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+    return value
+
+
+def load_settings(instance_path: str, environ=os.environ) -> dict:
+    instance = Path(instance_path)
+    base_url = environ.get("PORTAL_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
+    database_url = environ.get("PORTAL_DATABASE_URL") or f"sqlite:///{instance / 'portal.db'}"
+    secret_key = environ.get("PORTAL_SECRET_KEY") or _read_or_create(
+        instance / "secret_key", lambda: secrets.token_urlsafe(48))
+    encryption_keys = environ.get("PORTAL_ENCRYPTION_KEYS") or _read_or_create(
+        instance / "encryption_keys", lambda: Fernet.generate_key().decode())
+    settings = {
+        "SECRET_KEY": secret_key,
+        "PORTAL_DATABASE_URL": database_url,
+        "PORTAL_ENCRYPTION_KEYS": [k.strip() for k in encryption_keys.split(",") if k.strip()],
+        "PORTAL_BASE_URL": base_url,
+        "PORTAL_SMTP_URL": environ.get("PORTAL_SMTP_URL"),
+        "PORTAL_MAIL_FROM": environ.get("PORTAL_MAIL_FROM", "payments@localhost"),
+        "PORTAL_SMS_BACKEND": environ.get("PORTAL_SMS_BACKEND", "console"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": base_url.startswith("https://"),
+        "SESSION_COOKIE_NAME": "portal_session",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": base_url.startswith("https://"),
+        "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+        "WTF_CSRF_TIME_LIMIT": None,  # tied to the session instead; a long form stays valid
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "PORTAL_LOGIN_MAX_FAILURES": int(environ.get("PORTAL_LOGIN_MAX_FAILURES", "5")),
+        "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
+        "PORTAL_RUN_WORKER_IN_PROCESS": environ.get("PORTAL_RUN_WORKER_IN_PROCESS") == "1",
+    }
+    for key, value in environ.items():
+        if key.startswith("PORTAL_") and key.endswith("_API_BASE"):
+            settings[key] = value.rstrip("/")
+    return settings
+
+
+def gateway_api_base(config, gateway: str) -> str | None:
+    """`PORTAL_<GATEWAY>_API_BASE`, or for the sandbox the portal's own /sandbox."""
+    override = config.get(f"PORTAL_{gateway.upper()}_API_BASE")
+    if override:
+        return override
+    if gateway == "sandbox":
+        return config["PORTAL_BASE_URL"] + "/sandbox"
+    return None

@@ -1,0 +1,84 @@
+"""The new-link form: every field checked, messages next to the field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    EmailField,
+    SelectField,
+    StringField,
+    TelField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+
+from ..models import utcnow
+from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
+
+
+class NewLinkForm(FlaskForm):
+    patient_name = StringField("Patient name", validators=[
+        DataRequired(message="Enter the patient's name."), Length(max=200)])
+    phone = TelField("Mobile number", validators=[Optional(), Length(max=30)],
+                     description="With country code, or a local number.")
+    email = EmailField("Email", validators=[
+        Optional(), Length(max=254), Email(message="Enter a valid email address.",
+                                           check_deliverability=False)])
+    amount = StringField("Amount", validators=[DataRequired(message="Enter an amount.")])
+    currency = SelectField("Currency", choices=[(c, c) for c in COMMON_CURRENCIES])
+    bill_reference = StringField("Bill reference", validators=[
+        DataRequired(message="Enter the bill reference."), Length(max=100)])
+    description = TextAreaField("Description (optional)", validators=[Optional(),
+                                                                      Length(max=500)],
+                                description="Shown to the patient. No test names.")
+    expires_at = DateTimeLocalField("Link expires", format="%Y-%m-%dT%H:%M",
+                                    validators=[DataRequired(message="Choose when the link "
+                                                                     "expires.")])
+    allow_partial = BooleanField("Allow part payments")
+
+    def __init__(self, *args, lab, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lab = lab
+        self.amount_minor: int | None = None
+        self.phone_e164: str | None = None
+        self.expires_at_utc: datetime | None = None
+        if lab.currency not in COMMON_CURRENCIES:
+            self.currency.choices.insert(0, (lab.currency, lab.currency))
+
+    def validate_amount(self, field):
+        try:
+            self.amount_minor = parse_amount(field.data, self.currency.data or self.lab.currency)
+        except MoneyError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_phone(self, field):
+        if not field.data:
+            return
+        try:
+            number = phonenumbers.parse(field.data, self.lab.country or None)
+        except phonenumbers.NumberParseException:
+            raise ValidationError("Enter a valid mobile number.") from None
+        if not phonenumbers.is_valid_number(number):
+            raise ValidationError("Enter a valid mobile number.")
+        self.phone_e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    def validate_expires_at(self, field):
+        local = field.data.replace(tzinfo=ZoneInfo(self.lab.timezone))
+        if local <= utcnow():
+            raise ValidationError("The expiry must be in the future.")
+        if (local - utcnow()).days > 90:
+            raise ValidationError("A link can stay open for at most 90 days.")
+        self.expires_at_utc = local
+
+    def validate(self, extra_validators=None):
+        ok = super().validate(extra_validators)
+        if ok and not (self.phone.data or self.email.data):
+            self.phone.errors.append("Enter a mobile number or an email to send the link to.")
+            return False
+        return ok

@@ -1,0 +1,98 @@
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..extensions import db_session
+from ..models import LinkStatus, utcnow
+from ..services.links import (
+    LinkError,
+    NewLink,
+    cancel_link,
+    create_link,
+    get_link,
+    list_links,
+    timeline,
+)
+from ..tenancy import client_ip, current_lab
+from . import bp
+from .forms import NewLinkForm
+
+
+def patient_url(link) -> str:
+    from flask import current_app
+
+    return f"{current_app.config['PORTAL_BASE_URL']}/pay/{link.token}"
+
+
+@bp.get("/links")
+@login_required
+def index():
+    status = request.args.get("status") or None
+    if status is not None and status not in LinkStatus.__members__.values():
+        abort(400, "Unknown status filter.")
+    before = request.args.get("before", type=int)
+    links, next_cursor = list_links(db_session(), current_user.lab_id,
+                                    status=LinkStatus(status) if status else None,
+                                    before_id=before)
+    return render_template("links/index.html", links=links, status=status,
+                           next_cursor=next_cursor, before=before, lab=current_lab(),
+                           statuses=list(LinkStatus), now=utcnow())
+
+
+@bp.route("/links/new", methods=["GET", "POST"])
+@login_required
+def new():
+    lab = current_lab()
+    form = NewLinkForm(lab=lab)
+    if request.method == "GET":
+        form.currency.data = lab.currency
+        local_expiry = (utcnow() + timedelta(hours=lab.default_expiry_hours)).astimezone(
+            ZoneInfo(lab.timezone))
+        form.expires_at.data = local_expiry.replace(tzinfo=None, second=0, microsecond=0)
+    if form.validate_on_submit():
+        session = db_session()
+        try:
+            link = create_link(session, lab, NewLink(
+                patient_name=form.patient_name.data.strip(), phone=form.phone_e164,
+                email=(form.email.data or "").strip().lower() or None,
+                amount=form.amount_minor, currency=form.currency.data,
+                bill_reference=form.bill_reference.data.strip(),
+                description=(form.description.data or "").strip(),
+                expires_at=form.expires_at_utc, allow_partial=form.allow_partial.data,
+            ), user_id=current_user.id, ip=client_ip())
+        except LinkError as exc:
+            form.expires_at.errors.append(str(exc))
+        else:
+            session.commit()
+            flash("Payment link created.", "success")
+            return redirect(url_for("links.detail", link_id=link.id), 303)
+    status = 422 if request.method == "POST" else 200
+    return render_template("links/new.html", form=form, lab=lab), status
+
+
+@bp.get("/links/<int:link_id>")
+@login_required
+def detail(link_id: int):
+    session = db_session()
+    link = get_link(session, current_user.lab_id, link_id) or abort(404)
+    return render_template("links/detail.html", link=link, lab=current_lab(),
+                           patient_url=patient_url(link), exchanges=timeline(session, link),
+                           status=link.effective_status(), now=utcnow())
+
+
+@bp.post("/links/<int:link_id>/cancel")
+@login_required
+def cancel(link_id: int):
+    session = db_session()
+    link = get_link(session, current_user.lab_id, link_id) or abort(404)
+    try:
+        cancel_link(session, link, user_id=current_user.id, ip=client_ip())
+    except LinkError as exc:
+        session.rollback()
+        flash(str(exc), "error")
+    else:
+        session.commit()
+        flash("The link is cancelled. The patient can no longer pay it.", "success")
+    return redirect(url_for("links.detail", link_id=link_id), 303)

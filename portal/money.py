@@ -1,0 +1,97 @@
+"""Money as integer minor units plus an ISO 4217 code; Decimal only while parsing or showing."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from babel.numbers import format_currency, get_currency_precision
+
+# Babel's table follows CLDR, which rounds some currencies for cash (e.g. ISK, HUF, TWD) and
+# disagrees with ISO 4217 on a few; gateways take ISO exponents, so ISO wins where they differ.
+ISO_EXPONENTS = {
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
+    "PYG": 0, "RWF": 0, "UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "HUF": 2, "TWD": 2, "IDR": 2, "INR": 2, "PHP": 2, "AED": 2, "SAR": 2, "EGP": 2,
+}
+
+# Offered in forms; any ISO code with a known exponent is accepted through the API.
+COMMON_CURRENCIES = ("INR", "USD", "EUR", "GBP", "AED", "SAR", "QAR", "BHD", "KWD", "OMR",
+                     "JOD", "EGP", "PHP", "SGD", "HKD", "MYR", "THB", "IDR", "JPY", "AUD",
+                     "CAD", "NZD", "ZAR", "KES", "NGN", "LKR", "NPR", "BDT", "PKR")
+
+AMOUNT_PATTERN = re.compile(r"\d+(\.\d+)?|\.\d+")
+MAX_MINOR = 10**12  # a sanity cap on one link: 10 billion of a two-decimal currency
+
+
+class MoneyError(ValueError):
+    """Text that is not a valid amount for its currency; the message is shown to the user."""
+
+
+def exponent(currency: str) -> int:
+    currency = currency.upper()
+    if currency in ISO_EXPONENTS:
+        return ISO_EXPONENTS[currency]
+    if len(currency) != 3 or not currency.isalpha():
+        raise MoneyError(f"{currency!r} is not an ISO 4217 currency code")
+    return get_currency_precision(currency)
+
+
+def is_known_currency(currency: str) -> bool:
+    from babel.numbers import get_currency_name
+
+    code = (currency or "").upper()
+    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """`"1,234.50"` in INR -> 123450. Refuses more decimals than the currency has."""
+    cleaned = (text or "").strip().replace(",", "").replace(" ", "").replace("\u00a0", "")
+    if not cleaned:
+        raise MoneyError("Enter an amount.")
+    if cleaned.startswith("-"):
+        raise MoneyError("The amount must be more than zero.")
+    if not AMOUNT_PATTERN.fullmatch(cleaned):
+        raise MoneyError("Enter the amount as a number, for example 1250.50.")
+    value = Decimal(cleaned)
+    if value <= 0:
+        raise MoneyError("The amount must be more than zero.")
+    places = exponent(currency)
+    minor = value.scaleb(places)
+    if minor != minor.to_integral_value():
+        if places == 0:
+            raise MoneyError(f"{currency.upper()} amounts have no decimals.")
+        raise MoneyError(f"{currency.upper()} amounts have at most {places} decimals.")
+    minor_int = int(minor)
+    if minor_int > MAX_MINOR:
+        raise MoneyError("The amount is too large.")
+    return minor_int
+
+
+def to_decimal(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-exponent(currency))
+
+
+def format_money(minor: int, currency: str, locale: str = "en_IN") -> str:
+    """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'."""
+    places = exponent(currency)
+    return format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
+                           currency_digits=False,
+                           format=None if places == 2 else _pattern(places, locale),
+                           decimal_quantization=True)
+
+
+def _pattern(places: int, locale: str) -> str:
+    from babel import Locale
+
+    base = Locale.parse(locale).currency_formats["standard"].pattern
+    positive = base.split(";")[0]
+    integer_part = positive.split(".")[0]
+    return integer_part + ("." + "0" * places if places else "")
+
+
+def major_string(minor: int, currency: str) -> str:
+    """Major units with the currency's exact exponent, for gateways that want text: '1234.50'."""
+    places = exponent(currency)
+    return f"{to_decimal(minor, currency):.{places}f}"

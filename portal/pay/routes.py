@@ -1,0 +1,119 @@
+"""The patient's pages. No login: the link's token is the capability."""
+
+from flask import Response, abort, current_app, jsonify, redirect, render_template, request
+
+from gateways import GATEWAYS
+from gateways.base import Capability, GatewayError
+
+from .. import qr
+from ..extensions import db_session
+from ..models import LinkStatus, PaymentStatus
+from ..services.checkout import NotPayable, handle_return, start_checkout
+from ..services.links import get_link_by_token
+from . import bp
+
+SETTLED = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+
+
+def _link(token: str):
+    return get_link_by_token(db_session(), token) or abort(404)
+
+
+def _patient_url(token: str) -> str:
+    return f"{current_app.config['PORTAL_BASE_URL']}/pay/{token}"
+
+
+def _page(link, *, error: str | None = None, status_code: int = 200):
+    status = link.effective_status()
+    template = {
+        LinkStatus.PAID: "pay/paid.html",
+        LinkStatus.EXPIRED: "pay/expired.html",
+        LinkStatus.CANCELLED: "pay/cancelled.html",
+    }.get(status, "pay/page.html")
+    gateway = GATEWAYS.get(link.gateway)
+    return render_template(
+        template, link=link, lab=link.lab, status=status, error=error,
+        can_save=bool(gateway and Capability.SAVED_METHODS in gateway.capabilities),
+        settled=[p for p in link.payments if p.status in SETTLED]), status_code
+
+
+@bp.get("/pay/<token>")
+def page(token: str):
+    return _page(_link(token))
+
+
+@bp.post("/pay/<token>")
+def start(token: str):
+    link = _link(token)
+    session = db_session()
+    try:
+        started = start_checkout(session, current_app.config, link,
+                                 save_method=request.form.get("save_method") == "yes")
+    except NotPayable:
+        session.rollback()
+        return _page(link, status_code=409)
+    except GatewayError as exc:
+        session.rollback()
+        current_app.logger.warning("checkout for link %s failed: %s", link.id, exc.code)
+        message = ("Online payment is not available for this bill right now. "
+                   "Please contact the lab." if exc.code == "not_configured" else
+                   "We could not reach the payment service. Please try again in a minute.")
+        return _page(link, error=message, status_code=503)
+    checkout = started.checkout
+    if checkout.form is not None:
+        return render_template("pay/redirect_form.html", form=checkout.form, link=link,
+                               lab=link.lab)
+    return redirect(checkout.redirect_url, 303)
+
+
+@bp.get("/pay/<token>/return")
+def back(token: str):
+    link = _link(token)
+    session = db_session()
+    payment = handle_return(session, current_app.config, link, request.args)
+    session.refresh(link)
+    status = link.effective_status()
+    if status == LinkStatus.PAID or (payment is not None and payment.status in SETTLED):
+        outcome = "paid"
+    elif payment is not None and payment.status == PaymentStatus.FAILED:
+        outcome = "failed"
+    elif payment is None:
+        return redirect(f"/pay/{token}", 303)
+    else:
+        outcome = "processing"
+    return render_template("pay/return.html", link=link, lab=link.lab, payment=payment,
+                           outcome=outcome, status=status)
+
+
+@bp.get("/pay/<token>/status.json")
+def status_json(token: str):
+    link = _link(token)
+    latest = link.payments[-1] if link.payments else None
+    return jsonify(
+        status=link.effective_status().value, amount=link.amount, currency=link.currency,
+        amount_paid=link.amount_paid, outstanding=link.outstanding,
+        expires_at=link.expires_at.isoformat(),
+        latest_payment=None if latest is None else {"reference": latest.reference,
+                                                    "status": latest.status.value},
+    )
+
+
+@bp.get("/pay/<token>/qr.svg")
+def qr_svg(token: str):
+    link = _link(token)
+    return Response(qr.svg(_patient_url(link.token)), mimetype="image/svg+xml")
+
+
+@bp.get("/pay/<token>/qr.png")
+def qr_png(token: str):
+    link = _link(token)
+    return Response(qr.png(_patient_url(link.token)), mimetype="image/png")
+
+
+@bp.get("/pay/<token>/receipt")
+def receipt(token: str):
+    link = _link(token)
+    settled = [p for p in link.payments if p.status in SETTLED]
+    if not settled:
+        abort(404)
+    return render_template("pay/receipt.html", link=link, lab=link.lab, payments=settled)

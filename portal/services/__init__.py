@@ -1,0 +1,1 @@
+"""Domain services: they take a database session explicitly and never read `request`."""

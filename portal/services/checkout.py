@@ -1,0 +1,184 @@
+"""Starting a checkout for a link, and the patient's return from the gateway."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateways.base import Capability, Checkout, CheckoutRequest, GatewayError, SignatureError
+from gateways.http import mask_secrets
+
+from ..models import (
+    OPEN_LINK_STATES,
+    ExchangeKind,
+    LinkStatus,
+    OnlinePayment,
+    Payment,
+    PaymentStatus,
+    move_payment,
+    utcnow,
+)
+from .events import Applied, apply_gateway_event, lock_link, record_exchange
+from .jobs import enqueue
+from .keys import configured_gateway
+from .links import new_reference
+
+log = logging.getLogger(__name__)
+
+REUSE_CHECKOUT_FOR = timedelta(minutes=20)
+FIRST_STATUS_CHECK_AFTER = timedelta(seconds=20)
+
+
+class NotPayable(Exception):
+    def __init__(self, status: LinkStatus):
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Started:
+    payment: Payment
+    checkout: Checkout
+
+
+def urls(base_url: str, link: OnlinePayment, gateway: str, reference: str) -> dict[str, str]:
+    return {
+        "return_url": f"{base_url}/pay/{link.token}/return?ref={reference}",
+        "cancel_url": f"{base_url}/pay/{link.token}",
+        "notify_url": f"{base_url}/payments/webhook/{gateway}",
+    }
+
+
+def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
+                   save_method: bool = False) -> Started:
+    """Creates a pending Payment and the gateway's hosted checkout for what is outstanding.
+
+    The link row is locked only while the Payment is created, never across the gateway call.
+    A second press of Pay within a few minutes reuses the checkout already made.
+    """
+    link = lock_link(session, link.id)
+    status = link.effective_status()
+    if status not in OPEN_LINK_STATES:
+        raise NotPayable(status)
+    recent = session.scalars(
+        select(Payment).where(Payment.online_payment_id == link.id,
+                              Payment.status == PaymentStatus.PENDING,
+                              Payment.amount == link.outstanding,
+                              Payment.checkout_url.is_not(None),
+                              Payment.created_at > utcnow() - REUSE_CHECKOUT_FOR)
+        .order_by(Payment.id.desc()).limit(1)).first()
+    if recent is not None:
+        session.commit()
+        return Started(recent, Checkout(checkout_id=recent.checkout_id or "",
+                                        redirect_url=recent.checkout_url))
+
+    gateway = configured_gateway(session, config, link.lab_id, link.gateway)
+    payment = Payment(lab_id=link.lab_id, online_payment=link, reference=new_reference(),
+                      amount=link.outstanding, currency=link.currency, gateway=link.gateway,
+                      status=PaymentStatus.PENDING, save_method_consent=save_method)
+    session.add(payment)
+    session.commit()  # the payment exists before the gateway hears of it
+
+    customer = link.customer
+    request = CheckoutRequest(
+        reference=payment.reference, amount=payment.amount, currency=payment.currency,
+        description=link.description or f"Bill {link.bill_reference}",
+        bill_reference=link.bill_reference, merchant_name=link.lab.name,
+        expires_at=link.expires_at, idempotency_key=f"checkout-{payment.reference}",
+        customer_name=customer.name if customer else "",
+        customer_email=(customer.email or "") if customer else "",
+        customer_phone=(customer.phone or "") if customer else "",
+        **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
+    )
+    secrets = type(gateway).secret_values(gateway.credentials)
+    try:
+        checkout = gateway.create_checkout(request)
+    except GatewayError as exc:
+        payment = session.get(Payment, payment.id)
+        move_payment(payment, PaymentStatus.FAILED)
+        payment.failure_reason = exc.message
+        record_exchange(session, lab_id=link.lab_id, gateway=link.gateway,
+                        kind=ExchangeKind.CHECKOUT_CREATED, payment=payment, success=False,
+                        outcome="checkout could not be created",
+                        error=mask_secrets(exc.message, secrets),
+                        payload=mask_secrets({"code": exc.code, "raw": exc.raw}, secrets))
+        session.commit()
+        raise
+    payment = session.get(Payment, payment.id)
+    payment.checkout_id = checkout.checkout_id
+    payment.checkout_url = checkout.redirect_url
+    payment.next_check_at = utcnow() + FIRST_STATUS_CHECK_AFTER
+    record_exchange(session, lab_id=link.lab_id, gateway=link.gateway,
+                    kind=ExchangeKind.CHECKOUT_CREATED, payment=payment,
+                    event_type="checkout.created", outcome=f"checkout {checkout.checkout_id}",
+                    payload=mask_secrets(dict(checkout.raw), secrets))
+    session.commit()
+    return Started(payment, checkout)
+
+
+def payment_for_return(session: Session, link: OnlinePayment,
+                       reference: str | None) -> Payment | None:
+    query = select(Payment).where(Payment.online_payment_id == link.id)
+    if reference:
+        query = query.where(Payment.reference == reference)
+    return session.scalars(query.order_by(Payment.id.desc()).limit(1)).first()
+
+
+def handle_return(session: Session, config: Mapping, link: OnlinePayment,
+                  params: Mapping[str, str]) -> Payment | None:
+    """The patient is back: trust a signed return, otherwise ask the worker to check status.
+
+    The browser's word alone never moves a state; a gateway that does not sign its return
+    is asked for the payment's status by the worker, alongside the webhook.
+    """
+    payment = payment_for_return(session, link, params.get("ref"))
+    if payment is None or payment.status != PaymentStatus.PENDING:
+        return payment
+    try:
+        gateway = configured_gateway(session, config, link.lab_id, payment.gateway)
+    except GatewayError:
+        return payment
+    if Capability.SIGNED_RETURN in type(gateway).capabilities:
+        try:
+            event = gateway.verify_return(params)
+        except SignatureError:
+            log.warning("unsigned or forged return for %s", payment.reference)
+            event = None
+        if event is not None and event.reference == payment.reference:
+            apply_gateway_event(session, lab_id=link.lab_id, gateway=payment.gateway,
+                                event=event, kind=ExchangeKind.RETURN_VERIFIED)
+            session.commit()
+            return session.get(Payment, payment.id)
+    enqueue(session, "payment.fetch_status", {"payment_id": payment.id}, lab_id=link.lab_id,
+            run_at=utcnow() + timedelta(seconds=5), dedupe=f"fetch-status-{payment.id}")
+    session.commit()
+    return payment
+
+
+def fetch_and_apply(session: Session, config: Mapping, payment_id: int) -> Applied | None:
+    """Asks the gateway for a pending payment's status and applies the answer like a webhook."""
+    payment = session.get(Payment, payment_id)
+    if payment is None or payment.status != PaymentStatus.PENDING:
+        return None
+    gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
+    secrets = type(gateway).secret_values(gateway.credentials)
+    try:
+        event = gateway.fetch_status(payment.reference, payment.checkout_id)
+    except GatewayError as exc:
+        record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
+                        kind=ExchangeKind.STATUS_FETCHED, payment=payment, success=False,
+                        outcome="status could not be fetched",
+                        error=mask_secrets(exc.message, secrets))
+        session.commit()
+        raise
+    applied = apply_gateway_event(session, lab_id=payment.lab_id, gateway=payment.gateway,
+                                  event=event, kind=ExchangeKind.STATUS_FETCHED,
+                                  signature_valid=None,
+                                  payload=mask_secrets(dict(event.raw), secrets))
+    session.commit()
+    return applied

@@ -1,0 +1,161 @@
+"""The one place that moves payment and link states: gateway events, applied under a row lock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateways.base import EventStatus, GatewayEvent
+
+from ..models import (
+    OPEN_LINK_STATES,
+    ExchangeKind,
+    LinkStatus,
+    OnlinePayment,
+    Payment,
+    PaymentGatewayTransaction,
+    PaymentStatus,
+    move_link,
+    move_payment,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED,
+                     PaymentStatus.REFUNDED})
+
+
+@dataclass(frozen=True)
+class Applied:
+    duplicate: bool
+    outcome: str
+    exchange_id: int | None = None
+
+
+def record_exchange(session: Session, *, lab_id: int, gateway: str, kind: ExchangeKind,
+                    payment: Payment | None = None, link_id: int | None = None,
+                    event_id: str | None = None, event_type: str | None = None,
+                    signature_valid: bool | None = None, success: bool = True,
+                    outcome: str = "", error: str | None = None,
+                    payload: dict[str, Any] | None = None) -> PaymentGatewayTransaction:
+    exchange = PaymentGatewayTransaction(
+        lab_id=lab_id, gateway=gateway, kind=kind,
+        payment_id=payment.id if payment else None,
+        online_payment_id=link_id or (payment.online_payment_id if payment else None),
+        event_id=event_id, event_type=event_type, signature_valid=signature_valid,
+        success=success, outcome=outcome[:500], error=(error or None) and error[:1000],
+        payload=payload or {},
+    )
+    session.add(exchange)
+    return exchange
+
+
+def lock_link(session: Session, link_id: int) -> OnlinePayment:
+    return session.scalars(select(OnlinePayment).where(OnlinePayment.id == link_id)
+                           .with_for_update().execution_options(populate_existing=True)).one()
+
+
+def lock_link_and_payment(session: Session, payment_id: int) -> tuple[OnlinePayment, Payment]:
+    """Row locks in one fixed order (link, then payment) so concurrent paths cannot deadlock."""
+    link_id = session.scalar(select(Payment.online_payment_id).where(Payment.id == payment_id))
+    link = lock_link(session, link_id)
+    payment = session.scalars(select(Payment).where(Payment.id == payment_id)
+                              .with_for_update().execution_options(populate_existing=True)).one()
+    return link, payment
+
+
+def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: GatewayEvent,
+                        kind: ExchangeKind, signature_valid: bool | None = True,
+                        payload: dict[str, Any] | None = None) -> Applied:
+    """Records `event` once (unique on gateway + event id) and applies it; the caller commits."""
+    payment_id = session.scalar(select(Payment.id).where(
+        Payment.lab_id == lab_id, Payment.reference == event.reference,
+        Payment.gateway == gateway))
+    exchange = None
+    try:
+        with session.begin_nested():
+            exchange = record_exchange(
+                session, lab_id=lab_id, gateway=gateway, kind=kind, event_id=event.dedupe_id,
+                event_type=event.type, signature_valid=signature_valid,
+                payload=payload if payload is not None else dict(event.raw))
+            session.flush()
+    except IntegrityError:
+        log.info("duplicate %s event %s ignored", gateway, event.dedupe_id)
+        return Applied(duplicate=True, outcome="duplicate")
+
+    if payment_id is None:
+        exchange.success = False
+        exchange.outcome = f"no {gateway} payment with reference {event.reference}"
+        return Applied(duplicate=False, outcome=exchange.outcome, exchange_id=exchange.id)
+
+    link, payment = lock_link_and_payment(session, payment_id)
+    exchange.payment_id = payment.id
+    exchange.online_payment_id = link.id
+    outcome, ok = _apply(link, payment, event)
+    exchange.outcome = outcome
+    exchange.success = ok
+    session.flush()
+    log.info("%s %s on %s: %s", gateway, event.type, payment.reference, outcome)
+    return Applied(duplicate=False, outcome=outcome, exchange_id=exchange.id)
+
+
+def _apply(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[str, bool]:
+    if event.status == EventStatus.SUCCEEDED:
+        return _succeeded(link, payment, event)
+    if event.status == EventStatus.FAILED:
+        if payment.status in SETTLED:
+            return "ignored as out of order: the payment already succeeded", True
+        if move_payment(payment, PaymentStatus.FAILED):
+            payment.failure_reason = (event.raw.get("failure_message") if event.raw else None) \
+                or "declined at the gateway"
+            payment.next_check_at = None
+            return "payment failed", True
+        return "no change: the payment had already failed", True
+    if event.status == EventStatus.PENDING:
+        return "no change: still pending at the gateway", True
+    return f"no change: {event.status} is applied by refunds", True
+
+
+def _succeeded(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[str, bool]:
+    if payment.status in SETTLED:
+        return "no change: the payment had already succeeded", True
+    if event.amount != payment.amount or (event.currency or "").upper() != payment.currency:
+        link.needs_attention = True
+        link.attention_reason = (
+            f"Gateway reported {event.amount} {event.currency} for payment {payment.reference}, "
+            f"expected {payment.amount} {payment.currency}; not marked paid.")
+        return "amount or currency mismatch: not marked paid", False
+
+    move_payment(payment, PaymentStatus.SUCCEEDED)
+    now = utcnow()
+    payment.succeeded_at = now
+    payment.next_check_at = None
+    payment.failure_reason = None
+    payment.gateway_transaction_id = event.transaction_id or payment.gateway_transaction_id
+    payment.method = event.method or payment.method
+    payment.card_brand = event.card_brand or payment.card_brand
+    payment.card_last4 = event.card_last4 or payment.card_last4
+    link.amount_paid += payment.amount
+
+    if link.status not in OPEN_LINK_STATES:
+        # Money is never dropped: it is recorded and the link is flagged for staff.
+        link.needs_attention = True
+        link.attention_reason = {
+            LinkStatus.EXPIRED: "Paid after the link expired.",
+            LinkStatus.CANCELLED: "Paid after the link was cancelled.",
+            LinkStatus.PAID: "Paid twice: this link was already paid.",
+        }[link.status]
+        return f"payment succeeded on a {link.status} link: flagged for staff", True
+
+    if link.amount_paid >= link.amount:
+        move_link(link, LinkStatus.PAID)
+        link.paid_at = now
+        return "payment succeeded; link paid", True
+    move_link(link, LinkStatus.PARTIALLY_PAID)
+    return "payment succeeded; link partially paid", True

@@ -1,0 +1,120 @@
+"""Gateway credentials, encrypted at rest under MultiFernet, and gateways built from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateways import GATEWAYS, Gateway
+from gateways.base import GatewayError
+
+from ..config import gateway_api_base
+from ..models import GatewayMode, Lab, PaymentGatewayKeys
+
+
+class CredentialsError(ValueError):
+    """Credentials that do not fit a gateway's declared fields; the message names the field."""
+
+
+def cipher(keys: list[str]) -> MultiFernet:
+    if not keys:
+        raise RuntimeError("PORTAL_ENCRYPTION_KEYS is empty")
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def encrypt(keys: list[str], credentials: Mapping[str, str]) -> bytes:
+    return cipher(keys).encrypt(json.dumps(dict(credentials), sort_keys=True).encode())
+
+
+def decrypt(keys: list[str], token: bytes) -> dict[str, str]:
+    try:
+        return json.loads(cipher(keys).decrypt(token))
+    except InvalidToken:
+        raise RuntimeError("stored gateway keys cannot be decrypted with PORTAL_ENCRYPTION_KEYS"
+                           ) from None
+
+
+def validate_credentials(gateway: str, values: Mapping[str, str], *,
+                         existing: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Checks fields against the gateway's declaration; blank secrets keep `existing` values."""
+    cls = GATEWAYS.get(gateway)
+    if cls is None:
+        raise CredentialsError(f"unknown gateway {gateway!r}; known: {', '.join(GATEWAYS)}")
+    known = {f.name: f for f in cls.credential_fields}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise CredentialsError(f"unknown field(s) for {gateway}: {', '.join(unknown)}")
+    result: dict[str, str] = {}
+    for name, spec in known.items():
+        value = values.get(name)
+        value = value.strip() if isinstance(value, str) else value
+        if not value and existing and existing.get(name):
+            value = existing[name]
+        if value is not None and not isinstance(value, str):
+            raise CredentialsError(f"{name} must be text")
+        if not value:
+            if spec.required:
+                raise CredentialsError(f"{name} is required for {gateway}")
+            continue
+        if spec.choices and value not in spec.choices:
+            raise CredentialsError(f"{name} must be one of {', '.join(spec.choices)}")
+        result[name] = value
+    return result
+
+
+def stored_keys(session: Session, lab_id: int, gateway: str) -> PaymentGatewayKeys | None:
+    return session.scalar(select(PaymentGatewayKeys).where(
+        PaymentGatewayKeys.lab_id == lab_id, PaymentGatewayKeys.gateway == gateway))
+
+
+def load_credentials(session: Session, encryption_keys: list[str], lab_id: int,
+                     gateway: str) -> dict[str, str] | None:
+    row = stored_keys(session, lab_id, gateway)
+    if row is None or not row.enabled:
+        return None
+    return decrypt(encryption_keys, row.credentials_encrypted)
+
+
+def save_credentials(session: Session, encryption_keys: list[str], lab: Lab, gateway: str,
+                     values: Mapping[str, str], *, mode: GatewayMode = GatewayMode.TEST,
+                     make_default: bool = True, user_id: int | None = None) -> PaymentGatewayKeys:
+    row = stored_keys(session, lab.id, gateway)
+    existing = decrypt(encryption_keys, row.credentials_encrypted) if row else None
+    credentials = validate_credentials(gateway, values, existing=existing)
+    if row is None:
+        row = PaymentGatewayKeys(lab_id=lab.id, gateway=gateway)
+        session.add(row)
+    row.credentials_encrypted = encrypt(encryption_keys, credentials)
+    row.mode = mode
+    row.enabled = True
+    row.updated_by_id = user_id
+    if make_default:
+        lab.default_gateway = gateway
+    session.flush()
+    return row
+
+
+def rotate_all(session: Session, encryption_keys: list[str]) -> int:
+    """Re-encrypts every stored credential under the newest key; returns how many."""
+    fernet = cipher(encryption_keys)
+    rows = session.scalars(select(PaymentGatewayKeys)).all()
+    for row in rows:
+        row.credentials_encrypted = fernet.rotate(row.credentials_encrypted)
+    session.flush()
+    return len(rows)
+
+
+def configured_gateway(session: Session, config: Mapping, lab_id: int, gateway: str) -> Gateway:
+    """The lab's gateway, ready to call; GatewayError when it is not set up."""
+    cls = GATEWAYS.get(gateway)
+    if cls is None:
+        raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
+    credentials = load_credentials(session, config["PORTAL_ENCRYPTION_KEYS"], lab_id, gateway)
+    if credentials is None:
+        raise GatewayError(f"The lab has not set up {cls.display_name} yet.",
+                           code="not_configured")
+    return cls(credentials, api_base=gateway_api_base(config, gateway))

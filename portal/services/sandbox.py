@@ -1,0 +1,81 @@
+"""The sandbox gateway's server side: what a real gateway would keep on its own machines."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateways import sandbox as wire
+
+from ..models import Payment, SandboxCharge
+from .jobs import enqueue
+from .keys import load_credentials
+
+
+class SandboxError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Merchant:
+    lab_id: int
+    secret: str
+
+
+def merchant_for(session: Session, encryption_keys: list[str], reference: str) -> Merchant:
+    """Whose checkout this is, found the way a gateway finds its merchant: by the reference."""
+    lab_id = session.scalar(select(Payment.lab_id).where(Payment.reference == reference,
+                                                         Payment.gateway == "sandbox"))
+    credentials = load_credentials(session, encryption_keys, lab_id, "sandbox") if lab_id else None
+    if credentials is None:
+        raise SandboxError("Unknown checkout.", 404)
+    return Merchant(lab_id, credentials["webhook_secret"])
+
+
+def record_outcome(session: Session, merchant: Merchant, reference: str,
+                   params: Mapping[str, str], succeeded: bool) -> SandboxCharge:
+    """The patient paid or declined: remember it and queue the signed webhook."""
+    charge = session.get(SandboxCharge, reference, with_for_update=True)
+    if charge is not None and charge.status == "succeeded":
+        return charge  # a second press never charges twice
+    event_id = "evt_" + secrets.token_hex(12)
+    status = "succeeded" if succeeded else "failed"
+    if charge is None:
+        charge = SandboxCharge(reference=reference, status=status, amount=int(params["amount"]),
+                               currency=params["currency"], event_id=event_id)
+        session.add(charge)
+    else:
+        charge.status, charge.event_id = status, event_id
+    body = wire.build_event(event_id, succeeded, reference, charge.amount, charge.currency)
+    enqueue(session, "sandbox.deliver_webhook",
+            {"notify_url": params["notify_url"], "body": body.decode(), "event_id": event_id},
+            lab_id=merchant.lab_id)
+    return charge
+
+
+def status_answer(charge: SandboxCharge | None) -> dict:
+    if charge is None:
+        return {"status": "open"}
+    return {"status": charge.status, "amount": charge.amount, "currency": charge.currency,
+            "transaction_id": f"sbx_{charge.event_id}", "amount_refunded": charge.amount_refunded}
+
+
+def refund(session: Session, reference: str, amount: int, idempotency_key: str) -> dict:
+    charge = session.get(SandboxCharge, reference, with_for_update=True)
+    if charge is None or charge.status != "succeeded":
+        raise SandboxError("No successful charge to refund.", 400)
+    if idempotency_key in charge.refunds:
+        return charge.refunds[idempotency_key]
+    if amount <= 0 or amount > charge.amount - charge.amount_refunded:
+        raise SandboxError("The refund is more than what remains refundable.", 400)
+    charge.amount_refunded += amount
+    answer = {"id": "rf_" + secrets.token_hex(10), "status": "succeeded", "amount": amount}
+    charge.refunds = {**charge.refunds, idempotency_key: answer}
+    return answer
