@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -95,7 +96,8 @@ def _error_pages(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc):
-        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        app.logger.exception("unhandled error on %s %s", request.method,
+                             redact_path(request.path))
         if _wants_json():
             return jsonify(error={"code": "internal_error",
                                   "message": "Something went wrong on our side."}), 500
@@ -103,7 +105,22 @@ def _error_pages(app: Flask) -> None:
                                message="Please try again in a minute."), 500
 
 
+TOKEN_IN_PATH = re.compile(r"^/pay/([^/]{6})[^/]*")
+access_log = logging.getLogger("portal.access")
+
+
+def redact_path(path: str) -> str:
+    """Request paths for logs: a link's token is a capability, so only its start is kept."""
+    return TOKEN_IN_PATH.sub(r"/pay/\1…", path)
+
+
 def _logging(app: Flask) -> None:
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @app.after_request
+    def log_request(response):
+        access_log.info("%s %s %s %s", request.remote_addr, request.method,
+                        redact_path(request.path), response.status_code)
+        return response

@@ -245,9 +245,7 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
             self.cfg.set("workers", 1 if with_worker else workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("access_log_format",
-                         '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms')  # no query strings
+            self.cfg.set("accesslog", None)  # the app logs requests with tokens redacted
             if with_worker:
                 self.cfg.set("post_worker_init", _start_embedded_worker)
 

@@ -82,8 +82,7 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
                       amount=link.outstanding, currency=link.currency, gateway=link.gateway,
                       status=PaymentStatus.PENDING, save_method_consent=save_method)
     session.add(payment)
-    session.commit()  # the payment exists before the gateway hears of it
-
+    session.flush()
     customer = link.customer
     request = CheckoutRequest(
         reference=payment.reference, amount=payment.amount, currency=payment.currency,
@@ -95,6 +94,9 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
         customer_phone=(customer.phone or "") if customer else "",
         **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
     )
+    # The payment exists before the gateway hears of it, and no transaction (or lock)
+    # stays open across the gateway call.
+    session.commit()
     secrets = type(gateway).secret_values(gateway.credentials)
     try:
         checkout = gateway.create_checkout(request)
@@ -167,6 +169,7 @@ def fetch_and_apply(session: Session, config: Mapping, payment_id: int) -> Appli
         return None
     gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
     secrets = type(gateway).secret_values(gateway.credentials)
+    session.commit()  # no transaction stays open across the gateway call
     try:
         event = gateway.fetch_status(payment.reference, payment.checkout_id)
     except GatewayError as exc:

@@ -28,10 +28,12 @@ def deliver_sandbox_webhook(app, session, job: Job) -> None:
     if credentials is None:
         raise RuntimeError("the lab no longer has sandbox credentials")
     body = job.payload["body"].encode()
+    notify_url = job.payload["notify_url"]
+    session.commit()  # no transaction stays open across the HTTP call
     headers = {"Content-Type": "application/json",
                sandbox_wire.SIGNATURE_HEADER: sandbox_wire.sign(
                    credentials["webhook_secret"], body, int(time.time()))}
-    response = requests.post(job.payload["notify_url"], data=body, headers=headers,
+    response = requests.post(notify_url, data=body, headers=headers,
                              timeout=(5, 15))
     if response.status_code >= 300:
         raise RuntimeError(f"webhook endpoint answered HTTP {response.status_code}")

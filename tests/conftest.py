@@ -1,0 +1,180 @@
+"""Shared fixtures: an app on a migrated SQLite file per test, builders, and sign-in helpers."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from datetime import timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine
+
+from portal import create_app
+from portal.extensions import make_engine
+from portal.migrate import upgrade
+from portal.models import Lab, OnlinePayment, Role, User, utcnow
+from portal.services.auth import hash_password
+from portal.services.keys import save_credentials
+from portal.services.links import NewLink, create_link
+
+PASSWORD = "correct horse battery"
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory):
+    """One SQLite file migrated by Alembic; each test gets a copy (fast and isolated)."""
+    path = tmp_path_factory.mktemp("template") / "portal.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("PORTAL_SECRET_KEY", "test-secret-key")
+    monkeypatch.setenv("PORTAL_ENCRYPTION_KEYS", ENCRYPTION_KEY)
+    monkeypatch.setenv("PORTAL_DATABASE_URL", database_url)
+    monkeypatch.delenv("PORTAL_BASE_URL", raising=False)
+    app = create_app({"TESTING": True, **overrides})
+    return app
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch, migrated_sqlite):
+    path = tmp_path / "portal.db"
+    shutil.copy(migrated_sqlite, path)
+    app = make_app(tmp_path, monkeypatch, f"sqlite:///{path}")
+    yield app
+    app.extensions["portal_db"].engine.dispose()
+
+
+@pytest.fixture
+def db(app):
+    """A session of the app's database, outside any request."""
+    with app.app_context():
+        session = app.extensions["portal_db"].session_factory()
+        yield session
+        session.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Builder:
+    """Makes domain objects with sensible defaults: `build.link(lab, amount=500)`."""
+
+    def __init__(self, app, session):
+        self.app = app
+        self.session = session
+
+    def lab(self, slug: str | None = None, *, sandbox_secret: str | None = "whsec_test_sandbox",
+            **fields) -> Lab:
+        slug = slug or f"lab-{secrets.token_hex(3)}"
+        lab = Lab(slug=slug, name=fields.pop("name", f"{slug.title()} Diagnostics"),
+                  currency=fields.pop("currency", "INR"), **fields)
+        self.session.add(lab)
+        self.session.flush()
+        if sandbox_secret:
+            save_credentials(self.session, self.app.config["PORTAL_ENCRYPTION_KEYS"], lab,
+                             "sandbox", {"webhook_secret": sandbox_secret})
+        self.session.commit()
+        return lab
+
+    def user(self, lab: Lab, email: str | None = None, role: Role = Role.STAFF,
+             password: str = PASSWORD, active: bool = True) -> User:
+        user = User(lab_id=lab.id, email=email or f"{secrets.token_hex(4)}@{lab.slug}.test",
+                    role=role, password_hash=hash_password(password), active=active)
+        self.session.add(user)
+        self.session.commit()
+        return user
+
+    def link(self, lab: Lab, **fields) -> OnlinePayment:
+        data = NewLink(
+            patient_name=fields.pop("patient_name", "Asha Rao"),
+            phone=fields.pop("phone", "+919876543210"),
+            email=fields.pop("email", "asha@example.com"),
+            amount=fields.pop("amount", 123450),
+            currency=fields.pop("currency", lab.currency),
+            bill_reference=fields.pop("bill_reference", f"B-{secrets.token_hex(3)}"),
+            description=fields.pop("description", ""),
+            expires_at=fields.pop("expires_at", utcnow() + timedelta(hours=72)),
+            allow_partial=fields.pop("allow_partial", False),
+        )
+        link = create_link(self.session, lab, data, user_id=None)
+        for key, value in fields.items():
+            setattr(link, key, value)
+        self.session.commit()
+        return link
+
+
+@pytest.fixture
+def build(app, db):
+    return Builder(app, db)
+
+
+@pytest.fixture
+def lab(build):
+    return build.lab("acme", name="Acme Diagnostics")
+
+
+@pytest.fixture
+def staff(build, lab):
+    return build.user(lab, "staff@acme.test")
+
+
+@pytest.fixture
+def admin(build, lab):
+    return build.user(lab, "admin@acme.test", role=Role.ADMIN)
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token"(?: type="hidden")? value="([^"]+)"')
+
+
+def csrf_from(html: str) -> str:
+    match = CSRF_INPUT.search(html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def sign_in(client, email: str, password: str = PASSWORD, **kwargs):
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"csrf_token": token, "email": email,
+                                       "password": password}, **kwargs)
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    response = sign_in(client, staff.email)
+    assert response.status_code == 302
+    return client
+
+
+@pytest.fixture
+def admin_client(app, admin):
+    client = app.test_client()
+    assert sign_in(client, admin.email).status_code == 302
+    return client
+
+
+def pg_server_url() -> str:
+    import os
+
+    return os.environ.get("PORTAL_TEST_POSTGRES_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> bool:
+    try:
+        engine = create_engine(pg_server_url(), connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
