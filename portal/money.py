@@ -21,6 +21,7 @@ COMMON_CURRENCIES = ("INR", "USD", "EUR", "GBP", "AED", "SAR", "QAR", "BHD", "KW
                      "JOD", "EGP", "PHP", "SGD", "HKD", "MYR", "THB", "IDR", "JPY", "AUD",
                      "CAD", "NZD", "ZAR", "KES", "NGN", "LKR", "NPR", "BDT", "PKR")
 
+CODE_BEFORE_DIGIT = re.compile(r"^([A-Z]{3})(\d)")
 AMOUNT_PATTERN = re.compile(r"\d+(\.\d+)?|\.\d+")
 MAX_MINOR = 10**12  # a sanity cap on one link: 10 billion of a two-decimal currency
 
@@ -76,10 +77,12 @@ def to_decimal(minor: int, currency: str) -> Decimal:
 def format_money(minor: int, currency: str, locale: str = "en_IN") -> str:
     """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'."""
     places = exponent(currency)
-    return format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
+    text = format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
                            currency_digits=False,
                            format=None if places == 2 else _pattern(places, locale),
                            decimal_quantization=True)
+    # CLDR spaces a letter code from its digits ("BHD 1.500"); Babel leaves them joined.
+    return CODE_BEFORE_DIGIT.sub("\\1\u00a0\\2", text)
 
 
 def _pattern(places: int, locale: str) -> str:

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from portal import create_app
 from portal.extensions import make_engine
@@ -52,13 +53,31 @@ def app(tmp_path, monkeypatch, migrated_sqlite):
     app.extensions["portal_db"].engine.dispose()
 
 
+class FreshReadSession(Session):
+    """The test's own view of the database: every read starts a new transaction.
+
+    A test reads between requests; holding one transaction open across them would either
+    block the app (SQLite's write lock) or show a stale snapshot.
+    """
+
+    def execute(self, *args, **kwargs):
+        if not (self.new or self.dirty or self.deleted):
+            self.commit()
+        return super().execute(*args, **kwargs)
+
+
 @pytest.fixture
 def db(app):
     """A session of the app's database, outside any request."""
+    url = app.config["PORTAL_DATABASE_URL"]
+    engine = make_engine(url, immediate=False) if url.startswith("sqlite") else \
+        app.extensions["portal_db"].engine
     with app.app_context():
-        session = app.extensions["portal_db"].session_factory()
+        session = FreshReadSession(engine, expire_on_commit=False)
         yield session
         session.close()
+    if engine is not app.extensions["portal_db"].engine:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ def gateway_form(cls: type[Gateway], stored: dict[str, str] | None, formdata=Non
     """A form class with one field per credential; secrets are never rendered back."""
 
     class GatewayKeysForm(FlaskForm):
-        mode = SelectField("Mode", choices=[(m.value, m.value.capitalize()) for m in GatewayMode])
+        mode = SelectField("Mode", choices=[m.value for m in GatewayMode])
         make_default = BooleanField("Use this gateway for new payment links", default=True)
 
     for spec in cls.credential_fields:
         kwargs = {"validators": [Optional(), Length(max=4096)], "description": spec.help}
         if spec.choices:
-            field = SelectField(spec.label, choices=[(c, c) for c in spec.choices], **kwargs)
+            field = SelectField(spec.label, choices=list(spec.choices), **kwargs)
         elif spec.secret:
             field = PasswordField(spec.label, **kwargs)
         else:

@@ -31,7 +31,7 @@ class NewLinkForm(FlaskForm):
         Optional(), Length(max=254), Email(message="Enter a valid email address.",
                                            check_deliverability=False)])
     amount = StringField("Amount", validators=[DataRequired(message="Enter an amount.")])
-    currency = SelectField("Currency", choices=[(c, c) for c in COMMON_CURRENCIES])
+    currency = SelectField("Currency", choices=list(COMMON_CURRENCIES))
     bill_reference = StringField("Bill reference", validators=[
         DataRequired(message="Enter the bill reference."), Length(max=100)])
     description = TextAreaField("Description (optional)", validators=[Optional(),
@@ -49,7 +49,7 @@ class NewLinkForm(FlaskForm):
         self.phone_e164: str | None = None
         self.expires_at_utc: datetime | None = None
         if lab.currency not in COMMON_CURRENCIES:
-            self.currency.choices.insert(0, (lab.currency, lab.currency))
+            self.currency.choices.insert(0, lab.currency)
 
     def validate_amount(self, field):
         try:

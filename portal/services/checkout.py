@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REUSE_CHECKOUT_FOR = timedelta(minutes=20)
 FIRST_STATUS_CHECK_AFTER = timedelta(seconds=20)
+CHECKOUT_IN_FLIGHT_WAIT = timedelta(seconds=15)
 
 
 class NotPayable(Exception):
@@ -61,21 +63,29 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
     The link row is locked only while the Payment is created, never across the gateway call.
     A second press of Pay within a few minutes reuses the checkout already made.
     """
-    link = lock_link(session, link.id)
-    status = link.effective_status()
-    if status not in OPEN_LINK_STATES:
-        raise NotPayable(status)
-    recent = session.scalars(
-        select(Payment).where(Payment.online_payment_id == link.id,
-                              Payment.status == PaymentStatus.PENDING,
-                              Payment.amount == link.outstanding,
-                              Payment.checkout_url.is_not(None),
-                              Payment.created_at > utcnow() - REUSE_CHECKOUT_FOR)
-        .order_by(Payment.id.desc()).limit(1)).first()
-    if recent is not None:
-        session.commit()
-        return Started(recent, Checkout(checkout_id=recent.checkout_id or "",
-                                        redirect_url=recent.checkout_url))
+    deadline = utcnow() + CHECKOUT_IN_FLIGHT_WAIT
+    while True:
+        link = lock_link(session, link.id)
+        status = link.effective_status()
+        if status not in OPEN_LINK_STATES:
+            raise NotPayable(status)
+        recent = session.scalars(
+            select(Payment).where(Payment.online_payment_id == link.id,
+                                  Payment.status == PaymentStatus.PENDING,
+                                  Payment.amount == link.outstanding,
+                                  Payment.created_at > utcnow() - REUSE_CHECKOUT_FOR)
+            .order_by(Payment.id.desc()).limit(1)
+            .execution_options(populate_existing=True)).first()
+        if recent is not None and recent.checkout_url is not None:
+            session.commit()
+            return Started(recent, Checkout(checkout_id=recent.checkout_id or "",
+                                            redirect_url=recent.checkout_url))
+        if (recent is not None and recent.created_at > utcnow() - CHECKOUT_IN_FLIGHT_WAIT
+                and utcnow() < deadline):
+            session.commit()  # another request is creating this checkout: let it finish
+            time.sleep(0.1)
+            continue
+        break
 
     gateway = configured_gateway(session, config, link.lab_id, link.gateway)
     payment = Payment(lab_id=link.lab_id, online_payment=link, reference=new_reference(),

@@ -1,0 +1,138 @@
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from portal import qr
+from portal.models import ExchangeKind, Job, LinkStatus, Payment, PaymentGatewayTransaction, utcnow
+from tests.conftest import csrf_from
+from tests.web.helpers import post_event, start_payment
+
+
+def test_pay_page_shows_the_bill(client, build, lab):
+    link = build.link(lab, amount=123450, bill_reference="B-77")
+    response = client.get(f"/pay/{link.token}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    for text in ("Acme Diagnostics", "₹1,234.50", "B-77", "Pay ₹1,234.50", "Pay by"):
+        assert text in page
+    assert "Asha" not in page  # nothing about the patient beyond the bill
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "noindex" in page
+
+
+def test_unknown_token_is_404(client):
+    assert client.get("/pay/" + "x" * 43).status_code == 404
+    assert client.get("/pay/" + "x" * 300).status_code == 404
+
+
+def test_expired_is_decided_at_request_time(client, build, lab, db):
+    link = build.link(lab)
+    link.expires_at = utcnow() - timedelta(seconds=1)
+    db.commit()
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert "This payment link has expired" in page and "Pay ₹" not in page
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": csrf_from(
+        client.get("/login").get_data(as_text=True))})
+    assert response.status_code == 409
+    assert db.scalar(select(Payment)) is None
+
+
+def test_cancelled_page(client, build, lab, db):
+    link = build.link(lab, status=LinkStatus.CANCELLED)
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert "This payment link was cancelled" in page and "Pay ₹" not in page
+
+
+def test_pay_redirects_to_the_gateway_and_records_the_exchange(client, build, lab, db):
+    link = build.link(lab)
+    reference = start_payment(client, link)
+    payment = db.scalar(select(Payment))
+    assert (payment.reference, payment.amount, payment.status.value, payment.gateway) == \
+        (reference, 123450, "pending", "sandbox")
+    exchange = db.scalar(select(PaymentGatewayTransaction))
+    assert exchange.kind == ExchangeKind.CHECKOUT_CREATED and exchange.payment_id == payment.id
+    assert payment.checkout_url.startswith(f"http://127.0.0.1:5000/sandbox/checkout/{reference}")
+
+
+def test_second_press_reuses_the_checkout(client, build, lab, db):
+    link = build.link(lab)
+    first = start_payment(client, link)
+    second = start_payment(client, link)
+    assert first == second
+    assert len(db.scalars(select(Payment)).all()) == 1
+
+
+def test_missing_gateway_keys_give_a_clear_message(client, build):
+    lab = build.lab("nokeys", sandbox_secret=None)
+    link = build.link(lab)
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": csrf_from(page)})
+    assert response.status_code == 503
+    assert "Online payment is not available for this bill right now" in \
+        response.get_data(as_text=True)
+
+
+def test_full_loop_paid_page_and_receipt(client, build, lab, db):
+    link = build.link(lab)
+    reference = start_payment(client, link)
+    processing = client.get(f"/pay/{link.token}/return?ref={reference}").get_data(as_text=True)
+    assert "Processing your payment" in processing
+    assert '<meta http-equiv="refresh"' in processing  # works without JavaScript
+    assert post_event(client, reference).status_code == 200
+    done = client.get(f"/pay/{link.token}/return?ref={reference}").get_data(as_text=True)
+    assert "Payment received" in done
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert "Paid" in page and "Receipt" in page and "Pay ₹" not in page
+    receipt = client.get(f"/pay/{link.token}/receipt")
+    assert receipt.status_code == 200 and "₹1,234.50" in receipt.get_data(as_text=True)
+    assert client.get(f"/pay/{link.token}/status.json").get_json()["status"] == "paid"
+
+
+def test_return_without_a_webhook_asks_the_worker_to_fetch_status(client, build, lab, db):
+    link = build.link(lab)
+    reference = start_payment(client, link)
+    client.get(f"/pay/{link.token}/return?ref={reference}")
+    client.get(f"/pay/{link.token}/return?ref={reference}")  # a reload queues nothing more
+    jobs = db.scalars(select(Job).where(Job.kind == "payment.fetch_status")).all()
+    assert len(jobs) == 1
+
+
+def test_receipt_needs_a_payment(client, build, lab):
+    link = build.link(lab)
+    assert client.get(f"/pay/{link.token}/receipt").status_code == 404
+
+
+def test_declined_payment_offers_a_retry(client, build, lab):
+    link = build.link(lab)
+    reference = start_payment(client, link)
+    post_event(client, reference, succeeded=False)
+    page = client.get(f"/pay/{link.token}/return?ref={reference}").get_data(as_text=True)
+    assert "The payment did not go through" in page and "Try again" in page
+
+
+def test_status_json(client, build, lab):
+    link = build.link(lab)
+    data = client.get(f"/pay/{link.token}/status.json").get_json()
+    assert data == {"status": "created", "amount": 123450, "currency": "INR",
+                    "amount_paid": 0, "outstanding": 123450,
+                    "expires_at": link.expires_at.isoformat(), "latest_payment": None}
+
+
+def test_qr_codes_encode_the_patient_url_from_the_base_url(client, build, lab, app):
+    app.config["PORTAL_BASE_URL"] = "https://pay.acme.example"
+    link = build.link(lab)
+    url = f"https://pay.acme.example/pay/{link.token}"
+    svg = client.get(f"/pay/{link.token}/qr.svg")
+    png = client.get(f"/pay/{link.token}/qr.png")
+    assert svg.mimetype == "image/svg+xml" and svg.data == qr.svg(url)
+    assert png.mimetype == "image/png" and png.data == qr.png(url)
+    assert png.data.startswith(b"\x89PNG") and b"<svg" in svg.data
+
+
+def test_pay_page_has_no_third_party_requests(client, build, lab):
+    import re
+
+    link = build.link(lab)
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<script" not in page  # the pay page needs no JavaScript at all
