@@ -51,9 +51,9 @@ class Database:
         self.session = scoped_session(self.session_factory)
         app.extensions["portal_db"] = self
 
-        @app.teardown_appcontext
-        def _remove_session(_exc):
-            self.session.remove()
+        # Each request (and each app context) ends its transaction, so no lock outlives it.
+        app.teardown_request(lambda _exc: self.session.remove())
+        app.teardown_appcontext(lambda _exc: self.session.remove())
 
 
 def get_db(app: Flask) -> Database:

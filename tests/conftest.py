@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -54,16 +56,23 @@ def app(tmp_path, monkeypatch, migrated_sqlite):
 
 
 class FreshReadSession(Session):
-    """The test's own view of the database: every read starts a new transaction.
+    """The test's own view of the database, between the app's requests.
 
-    A test reads between requests; holding one transaction open across them would either
-    block the app (SQLite's write lock) or show a stale snapshot.
+    Every read refreshes what it loads and ends its transaction at once: a transaction held
+    open across a request would block the app (SQLite's write lock) or show a stale snapshot.
     """
 
-    def execute(self, *args, **kwargs):
-        if not (self.new or self.dirty or self.deleted):
-            self.commit()
-        return super().execute(*args, **kwargs)
+    # Every ORM read (execute, scalar(s), get, refresh, lazy loads) passes through here.
+    def _execute_internal(self, statement, params=None, *, execution_options=None, **kwargs):
+        if self.new or self.dirty or self.deleted:
+            return super()._execute_internal(statement, params,
+                                             execution_options=execution_options, **kwargs)
+        options = {**(execution_options or {}), "populate_existing": True}
+        result = super()._execute_internal(statement, params, execution_options=options,
+                                           **kwargs)
+        frozen = result.freeze() if hasattr(result, "freeze") else None
+        self.commit()
+        return frozen() if frozen is not None else result
 
 
 @pytest.fixture
@@ -72,10 +81,9 @@ def db(app):
     url = app.config["PORTAL_DATABASE_URL"]
     engine = make_engine(url, immediate=False) if url.startswith("sqlite") else \
         app.extensions["portal_db"].engine
-    with app.app_context():
-        session = FreshReadSession(engine, expire_on_commit=False)
-        yield session
-        session.close()
+    session = FreshReadSession(engine, expire_on_commit=False)
+    yield session
+    session.close()
     if engine is not app.extensions["portal_db"].engine:
         engine.dispose()
 
@@ -197,3 +205,22 @@ def postgres_available() -> bool:
         return True
     except Exception:
         return False
+
+
+@contextmanager
+def serving(app, *, set_base_url: bool = True):
+    """The app over real HTTP on a free port of 127.0.0.1; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    if set_base_url:  # read at request time for patient, return and webhook URLs
+        app.config["PORTAL_BASE_URL"] = url
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -1,0 +1,54 @@
+# The two set-up commands: `make run` (the portal on http://127.0.0.1:5000) and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORTAL := $(VENV)/bin/portal
+PYTHON ?= python3
+
+.PHONY: run test install browser postgres bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PORTAL) db upgrade
+	$(PORTAL) demo
+	@echo ""
+	@echo "  Portal: http://127.0.0.1:5000  (admin@demo.test / staff@demo.test, password demo-pass-123)"
+	@echo ""
+	$(PORTAL) serve --host 127.0.0.1 --port 5000 --with-worker
+
+# Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "No /usr/bin/chromium: browser tests will use Playwright's own browser if installed."; \
+	  fi; \
+	fi
+
+# PostgreSQL on 127.0.0.1:5432 for the concurrency tests; started when it is down.
+postgres:
+	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  if command -v pg_ctlcluster >/dev/null; then \
+	    echo "Starting PostgreSQL..."; \
+	    pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -n 1) main start; \
+	    for i in 1 2 3 4 5 6 7 8 9 10; do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	  fi; \
+	fi
+
+test: install browser postgres
+	mkdir -p reports
+	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/pay_page.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

@@ -1,0 +1,89 @@
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from portal.models import Job, OutboxStatus, utcnow
+from portal.services import jobs
+
+
+@jobs.handler("test.fail")
+def _always_fails(app, session, job):
+    raise RuntimeError("boom")
+
+
+@jobs.handler("test.ok")
+def _succeeds(app, session, job):
+    job.payload = {**job.payload, "ran": True}
+
+
+def run(app):
+    return jobs.run_once(app, app.extensions["portal_db"].session_factory)
+
+
+def test_a_job_runs_once_and_is_done(app, db):
+    jobs.enqueue(db, "test.ok", {"n": 1})
+    db.commit()
+    assert run(app) == 1 and run(app) == 0
+    job = db.scalar(select(Job))
+    assert job.status == OutboxStatus.DONE and job.payload["ran"] and job.attempts == 1
+
+
+def test_failures_back_off_then_die(app, db):
+    jobs.enqueue(db, "test.fail", {}, max_attempts=3)
+    db.commit()
+    run(app)
+    job = db.scalar(select(Job))
+    assert job.status == OutboxStatus.QUEUED and job.last_error == "RuntimeError: boom"
+    assert timedelta(seconds=4) < job.run_at - utcnow() <= timedelta(seconds=5)
+    for _ in range(2):
+        job.run_at = utcnow()
+        db.commit()
+        run(app)
+        job = db.scalar(select(Job))
+    assert job.status == OutboxStatus.DEAD and job.attempts == 3
+
+
+def test_backoff_grows_and_is_capped():
+    assert [jobs.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert jobs.backoff(30) == jobs.MAX_BACKOFF
+
+
+def test_a_job_whose_lease_ran_out_is_taken_again(app, db):
+    """A worker killed mid-job leaves it RUNNING; once the lease ends another takes it."""
+    jobs.enqueue(db, "test.ok", {})
+    db.commit()
+    claimed = jobs.claim(app.extensions["portal_db"].session_factory())
+    assert len(claimed) == 1
+    assert run(app) == 0  # leased to the "dead" worker
+    job = db.scalar(select(Job))
+    job.lease_until = utcnow() - timedelta(seconds=1)
+    db.commit()
+    assert run(app) == 1
+    job = db.scalar(select(Job))
+    assert job.status == OutboxStatus.DONE and job.attempts == 2
+
+
+def test_the_old_worker_cannot_finish_a_job_taken_over(app, db):
+    jobs.enqueue(db, "test.ok", {})
+    db.commit()
+    factory = app.extensions["portal_db"].session_factory
+    [stale] = jobs.claim(factory())
+    job = db.scalar(select(Job))
+    job.lease_until = utcnow() - timedelta(seconds=1)
+    db.commit()
+    jobs.claim(factory())  # the second worker takes it (attempt 2)
+    jobs.finish(factory(), stale.id, attempt=1, error="late failure from the dead worker")
+    assert db.scalar(select(Job)).status == OutboxStatus.RUNNING
+
+
+def test_unknown_kind_is_an_error_not_a_crash(app, db):
+    jobs.enqueue(db, "test.nobody", {})
+    db.commit()
+    run(app)
+    assert "no handler" in db.scalar(select(Job)).last_error
+
+
+def test_dedupe_while_queued(app, db):
+    assert jobs.enqueue(db, "test.ok", {}, dedupe="same") is not None
+    db.commit()
+    assert jobs.enqueue(db, "test.ok", {}, dedupe="same") is None
