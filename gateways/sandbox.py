@@ -121,7 +121,7 @@ def parse_event(body: Mapping) -> GatewayEvent:
             dedupe_id=str(body["id"]),
             type=kind,
             reference=str(data["reference"]),
-            status=EVENT_STATUS[kind] if kind in EVENT_STATUS else _unknown(kind),
+            status=lookup(EVENT_STATUS, kind),
             amount=int(data["amount"]),
             currency=str(data["currency"]).upper(),
             transaction_id=f"sbx_{body['id']}",
@@ -134,8 +134,11 @@ def parse_event(body: Mapping) -> GatewayEvent:
     return event
 
 
-def _unknown(value: str):
-    raise UnknownStatus(value)
+def lookup(table: Mapping[str, EventStatus], value: str) -> EventStatus:
+    """A status from the table; an unknown value raises instead of being defaulted."""
+    if value not in table:
+        raise UnknownStatus(value)
+    return table[value]
 
 
 def _load_json(raw_body: bytes) -> dict:
@@ -213,11 +216,9 @@ class SandboxGateway(Gateway):
         path = f"/api/checkouts/{reference}"
         body = self._call("GET", path, path.encode())
         status = body.get("status", "")
-        if status not in CHARGE_STATUS:
-            raise UnknownStatus(status)
         return GatewayEvent(
             dedupe_id=None, type=f"status.{status}", reference=reference,
-            status=CHARGE_STATUS[status], amount=body.get("amount"),
+            status=lookup(CHARGE_STATUS, status), amount=body.get("amount"),
             currency=(body.get("currency") or "").upper() or None,
             transaction_id=body.get("transaction_id"), method="sandbox", raw=body,
         )
@@ -227,8 +228,6 @@ class SandboxGateway(Gateway):
                               "currency": request.currency,
                               "idempotency_key": request.idempotency_key}).encode()
         body = self._call("POST", "/api/refunds", payload)
-        status = body.get("status", "")
-        if status not in REFUND_STATUS:
-            raise UnknownStatus(status)
-        return RefundResult(refund_id=body["id"], status=REFUND_STATUS[status],
-                            amount=int(body["amount"]), raw=body)
+        status = lookup(REFUND_STATUS, body.get("status", ""))
+        return RefundResult(refund_id=body["id"], status=status, amount=int(body["amount"]),
+                            raw=body)

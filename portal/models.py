@@ -15,7 +15,6 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     String,

@@ -43,8 +43,7 @@ def gateway(name: str):
                              make_default=form.make_default.data, user_id=current_user.id)
         except CredentialsError as exc:
             session.rollback()
-            field_name = str(exc).split(" ", 1)[0]
-            target = getattr(form, field_name, None)
+            target = getattr(form, exc.field, None) if exc.field else None
             (target.errors if target is not None else form.form_errors).append(str(exc))
             status = 422
         else:

@@ -1,7 +1,7 @@
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db_session
@@ -13,17 +13,12 @@ from ..services.links import (
     create_link,
     get_link,
     list_links,
+    patient_url,
     timeline,
 )
 from ..tenancy import client_ip, current_lab
 from . import bp
 from .forms import NewLinkForm
-
-
-def patient_url(link) -> str:
-    from flask import current_app
-
-    return f"{current_app.config['PORTAL_BASE_URL']}/pay/{link.token}"
 
 
 @bp.get("/links")
@@ -77,9 +72,10 @@ def new():
 def detail(link_id: int):
     session = db_session()
     link = get_link(session, current_user.lab_id, link_id) or abort(404)
-    return render_template("links/detail.html", link=link, lab=current_lab(),
-                           patient_url=patient_url(link), exchanges=timeline(session, link),
-                           status=link.effective_status(), now=utcnow())
+    url = patient_url(current_app.config["PORTAL_BASE_URL"], link.token)
+    return render_template("links/detail.html", link=link, lab=current_lab(), patient_url=url,
+                           exchanges=timeline(session, link), status=link.effective_status(),
+                           now=utcnow())
 
 
 @bp.post("/links/<int:link_id>/cancel")

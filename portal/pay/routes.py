@@ -9,7 +9,7 @@ from .. import qr
 from ..extensions import db_session
 from ..models import LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
-from ..services.links import get_link_by_token
+from ..services.links import get_link_by_token, patient_url
 from . import bp
 
 SETTLED = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
@@ -20,7 +20,7 @@ def _link(token: str):
 
 
 def _patient_url(token: str) -> str:
-    return f"{current_app.config['PORTAL_BASE_URL']}/pay/{token}"
+    return patient_url(current_app.config["PORTAL_BASE_URL"], token)
 
 
 def _page(link, *, error: str | None = None, status_code: int = 200):

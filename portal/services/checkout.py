@@ -27,7 +27,7 @@ from ..models import (
 from .events import Applied, apply_gateway_event, lock_link, record_exchange
 from .jobs import enqueue
 from .keys import configured_gateway
-from .links import new_reference
+from .links import new_reference, patient_url
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Started:
 def urls(base_url: str, link: OnlinePayment, gateway: str, reference: str) -> dict[str, str]:
     return {
         "return_url": f"{base_url}/pay/{link.token}/return?ref={reference}",
-        "cancel_url": f"{base_url}/pay/{link.token}",
+        "cancel_url": patient_url(base_url, link.token),
         "notify_url": f"{base_url}/payments/webhook/{gateway}",
     }
 

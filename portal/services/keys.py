@@ -17,7 +17,11 @@ from ..models import GatewayMode, Lab, PaymentGatewayKeys
 
 
 class CredentialsError(ValueError):
-    """Credentials that do not fit a gateway's declared fields; the message names the field."""
+    """Credentials that do not fit a gateway's declared fields; `field` names the one at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def cipher(keys: list[str]) -> MultiFernet:
@@ -55,13 +59,13 @@ def validate_credentials(gateway: str, values: Mapping[str, str], *,
         if not value and existing and existing.get(name):
             value = existing[name]
         if value is not None and not isinstance(value, str):
-            raise CredentialsError(f"{name} must be text")
+            raise CredentialsError(f"{name} must be text", name)
         if not value:
             if spec.required:
-                raise CredentialsError(f"{name} is required for {gateway}")
+                raise CredentialsError(f"{name} is required for {gateway}", name)
             continue
         if spec.choices and value not in spec.choices:
-            raise CredentialsError(f"{name} must be one of {', '.join(spec.choices)}")
+            raise CredentialsError(f"{name} must be one of {', '.join(spec.choices)}", name)
         result[name] = value
     return result
 

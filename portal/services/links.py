@@ -30,6 +30,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def patient_url(base_url: str, token: str) -> str:
+    return f"{base_url}/pay/{token}"
+
+
 def new_reference(prefix: str = "pay") -> str:
     """Our reference for one gateway exchange: unique, opaque, safe in every gateway's fields."""
     return f"{prefix}_{secrets.token_hex(12)}"
