@@ -88,6 +88,8 @@ def _error_pages(app: Flask) -> None:
         if _wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
             return jsonify(error={"code": code, "message": exc.description}), exc.code
+        if exc.code == 404 and request.path.startswith("/pay/"):
+            return render_template("pay/not_found.html"), 404  # the patient's own words
         titles = {403: "You do not have access to this page", 404: "Page not found"}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),

@@ -13,8 +13,8 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 
 
-def make_engine(url: str, *, immediate: bool = True) -> Engine:
-    """PostgreSQL with a pool; SQLite in WAL mode, by default with write-locking BEGINs."""
+def make_engine(url: str) -> Engine:
+    """PostgreSQL with a pool; SQLite in WAL mode with write-locking BEGINs."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -31,7 +31,7 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         # transactions that read-then-write are serialised instead of failing as "busy".
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

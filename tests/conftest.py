@@ -79,8 +79,7 @@ class FreshReadSession(Session):
 def db(app):
     """A session of the app's database, outside any request."""
     url = app.config["PORTAL_DATABASE_URL"]
-    engine = make_engine(url, immediate=False) if url.startswith("sqlite") else \
-        app.extensions["portal_db"].engine
+    engine = make_engine(url) if url.startswith("sqlite") else app.extensions["portal_db"].engine
     session = FreshReadSession(engine, expire_on_commit=False)
     yield session
     session.close()

@@ -8,16 +8,14 @@ production. Chromium is Debian's (`playwright install` cannot download browsers 
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, serving
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -100,52 +98,13 @@ class LiveServer:
 @pytest.fixture
 def live_server(app):
     """The app on http://127.0.0.1:<free port>, with the job worker running beside it."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    url = f"http://127.0.0.1:{server.port}"
-    # Read at request time for patient URLs, gateway return URLs and the webhook notify URL.
-    app.config["PORTAL_BASE_URL"] = url
-    serving = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    serving.start()
-    live = LiveServer(app, url)
-    live.start_worker()
-    try:
-        yield live
-    finally:
-        live.stop_worker()
-        server.shutdown()
-        serving.join(timeout=10)
-        server.server_close()
-
-
-class WorkerPausingBuilder:
-    """The shared `build`, writing only while the job worker is paused.
-
-    The test's `db` session may begin its transactions deferred (tests/conftest.py): a
-    read-then-write there fails at once with "database is locked", without waiting, if the
-    worker holds SQLite's write lock for one of its polls at that moment. Pausing the
-    worker (the only other writer while a test sets up its data) rules that out.
-    """
-
-    def __init__(self, builder, live_server: LiveServer):
-        self._builder = builder
-        self._live_server = live_server
-
-    def __getattr__(self, name):
-        attr = getattr(self._builder, name)
-        if not callable(attr):
-            return attr
-
-        @functools.wraps(attr)
-        def paused(*args, **kwargs):
-            with self._live_server.worker_paused():
-                return attr(*args, **kwargs)
-        return paused
-
-
-@pytest.fixture
-def build(build, live_server):
-    """tests/conftest.py's builder (also behind `lab`, `staff`), safe beside the worker."""
-    return WorkerPausingBuilder(build, live_server)
+    with serving(app) as url:
+        live = LiveServer(app, url)
+        live.start_worker()
+        try:
+            yield live
+        finally:
+            live.stop_worker()
 
 
 @pytest.fixture

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
-from werkzeug.serving import make_server
 
 from portal.migrate import upgrade
 from portal.models import Base
-from tests.conftest import Builder, make_app, pg_server_url, postgres_available
+from tests.conftest import Builder, make_app, pg_server_url, postgres_available, serving
 
 HERE = Path(__file__).resolve().parent
 
@@ -137,12 +135,5 @@ def pg_build(pg_app, pg_db) -> Builder:
 @pytest.fixture
 def live_server(pg_app):
     """The app served over real HTTP by a threaded werkzeug server; yields its base URL."""
-    server = make_server("127.0.0.1", 0, pg_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="pg-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(pg_app) as url:
+        yield url

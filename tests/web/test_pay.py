@@ -136,3 +136,10 @@ def test_pay_page_has_no_third_party_requests(client, build, lab):
     page = client.get(f"/pay/{link.token}").get_data(as_text=True)
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert "<script" not in page  # the pay page needs no JavaScript at all
+
+
+def test_bad_pay_link_gets_a_patient_page_not_the_staff_one(client):
+    response = client.get("/pay/not-a-real-token")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404
+    assert "This payment link is not valid" in page and "Sign in" not in page
