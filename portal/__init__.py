@@ -80,6 +80,8 @@ def _error_pages(app: Flask) -> None:
     def csrf_error(exc):
         if _wants_json():
             return jsonify(error={"code": "csrf_failed", "message": exc.description}), 400
+        if request.path.startswith(("/pay/", "/sandbox/")):
+            return render_template("pay/form_expired.html"), 400
         return render_template("errors/error.html", code=400, title="This form has expired",
                                message="Please go back, reload the page and try again."), 400
 

@@ -41,6 +41,7 @@ def db() -> None:
 @db.command("upgrade", help="Create or migrate the schema to the newest revision.")
 @with_appcontext
 def db_upgrade() -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before alembic's import chatter
     from .migrate import upgrade
 
     upgrade(current_app.extensions["portal_db"].engine)

@@ -58,24 +58,24 @@ def _require_postgres(pg_server):
     """Every test here needs the server, even one that asks for no other fixture."""
 
 
-def create_database(server: URL) -> URL:
-    name = f"portal_test_{secrets.token_hex(6)}"
+def run_on_server(server: URL, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE need that)."""
     admin = create_engine(render(server), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(statement)
     finally:
         admin.dispose()
+
+
+def create_database(server: URL) -> URL:
+    name = f"portal_test_{secrets.token_hex(6)}"
+    run_on_server(server, f'CREATE DATABASE "{name}"')
     return server.set(database=name)
 
 
 def drop_database(server: URL, name: str) -> None:
-    admin = create_engine(render(server), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    run_on_server(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

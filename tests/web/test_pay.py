@@ -13,6 +13,7 @@ def test_pay_page_shows_the_bill(client, build, lab):
     response = client.get(f"/pay/{link.token}")
     page = response.get_data(as_text=True)
     assert response.status_code == 200
+    assert "<title>Pay ₹1,234.50 · Acme Diagnostics</title>" in page
     for text in ("Acme Diagnostics", "₹1,234.50", "B-77", "Pay ₹1,234.50", "Pay by"):
         assert text in page
     assert "Asha" not in page  # nothing about the patient beyond the bill
@@ -143,3 +144,11 @@ def test_bad_pay_link_gets_a_patient_page_not_the_staff_one(client):
     page = response.get_data(as_text=True)
     assert response.status_code == 404
     assert "This payment link is not valid" in page and "Sign in" not in page
+
+
+def test_pay_without_a_csrf_token_gets_a_patient_page_and_no_payment(client, build, lab, db):
+    link = build.link(lab)
+    response = client.post(f"/pay/{link.token}")
+    assert response.status_code == 400
+    assert "Please try again" in response.get_data(as_text=True)
+    assert db.scalar(select(Payment)) is None

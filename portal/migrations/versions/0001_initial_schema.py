@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 12:47:36.676464
+Create Date: 2026-11-26 13:11:47.606792
 """
 
 from alembic import op
@@ -66,7 +66,7 @@ def upgrade() -> None:
     sa.Column('external_id', sa.String(length=100), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_customers_lab_id_labs')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_customers_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers'))
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
@@ -83,7 +83,7 @@ def upgrade() -> None:
     sa.Column('response_status', sa.Integer(), nullable=True),
     sa.Column('response_body', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_idempotency_keys_lab_id_labs')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_idempotency_keys_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_idempotency_keys')),
     sa.UniqueConstraint('lab_id', 'key', name='uq_idempotency_lab_key')
     )
@@ -100,7 +100,7 @@ def upgrade() -> None:
     sa.Column('last_error', sa.String(length=1000), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('finished_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_jobs_lab_id_labs')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_jobs_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
@@ -117,7 +117,7 @@ def upgrade() -> None:
     sa.Column('last_login_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_users_lab_id_labs')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_users_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email'))
     )
@@ -134,8 +134,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('last_used_at', sa.DateTime(), nullable=True),
     sa.Column('revoked_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_api_keys_created_by_id_users')),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_api_keys_lab_id_labs')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_api_keys_created_by_id')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_api_keys_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
     )
@@ -152,8 +152,8 @@ def upgrade() -> None:
     sa.Column('detail', sa.JSON(), nullable=False),
     sa.Column('ip_address', sa.String(length=45), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_audit_logs_lab_id_labs')),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_audit_logs_user_id_users')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_audit_logs_lab_id')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_audit_logs_user_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_logs'))
     )
     with op.batch_alter_table('audit_logs', schema=None) as batch_op:
@@ -173,8 +173,8 @@ def upgrade() -> None:
     sa.Column('deleted_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_payment_profiles_customer_id_customers')),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_customer_payment_profiles_lab_id_labs')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_payment_profiles_customer_id')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_customer_payment_profiles_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customer_payment_profiles'))
     )
     with op.batch_alter_table('customer_payment_profiles', schema=None) as batch_op:
@@ -205,10 +205,10 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.CheckConstraint('amount > 0', name=op.f('ck_online_payments_amount_positive')),
     sa.CheckConstraint('amount_paid >= 0', name=op.f('ck_online_payments_amount_paid_not_negative')),
-    sa.ForeignKeyConstraint(['cancelled_by_id'], ['users.id'], name=op.f('fk_online_payments_cancelled_by_id_users')),
-    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_online_payments_created_by_id_users')),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_online_payments_customer_id_customers')),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_online_payments_lab_id_labs')),
+    sa.ForeignKeyConstraint(['cancelled_by_id'], ['users.id'], name=op.f('fk_online_payments_cancelled_by_id')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_online_payments_created_by_id')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_online_payments_customer_id')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_online_payments_lab_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_online_payments')),
     sa.UniqueConstraint('token', name=op.f('uq_online_payments_token'))
     )
@@ -227,8 +227,8 @@ def upgrade() -> None:
     sa.Column('updated_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payment_gateway_keys_lab_id_labs')),
-    sa.ForeignKeyConstraint(['updated_by_id'], ['users.id'], name=op.f('fk_payment_gateway_keys_updated_by_id_users')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payment_gateway_keys_lab_id')),
+    sa.ForeignKeyConstraint(['updated_by_id'], ['users.id'], name=op.f('fk_payment_gateway_keys_updated_by_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_gateway_keys')),
     sa.UniqueConstraint('lab_id', 'gateway', name='uq_gateway_keys_lab_gateway')
     )
@@ -246,8 +246,8 @@ def upgrade() -> None:
     sa.Column('last_error', sa.String(length=1000), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('sent_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_notifications_lab_id_labs')),
-    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_notifications_online_payment_id_online_payments')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_notifications_lab_id')),
+    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_notifications_online_payment_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications'))
     )
     with op.batch_alter_table('notifications', schema=None) as batch_op:
@@ -277,8 +277,8 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.CheckConstraint('amount > 0', name=op.f('ck_payments_amount_positive')),
     sa.CheckConstraint('amount_refunded >= 0 AND amount_refunded <= amount', name=op.f('ck_payments_refund_within_amount')),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payments_lab_id_labs')),
-    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_payments_online_payment_id_online_payments')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payments_lab_id')),
+    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_payments_online_payment_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payments')),
     sa.UniqueConstraint('reference', name=op.f('uq_payments_reference'))
     )
@@ -303,10 +303,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.CheckConstraint('amount > 0', name=op.f('ck_refunds_amount_positive')),
-    sa.ForeignKeyConstraint(['approved_by_id'], ['users.id'], name=op.f('fk_refunds_approved_by_id_users')),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_refunds_lab_id_labs')),
-    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_refunds_payment_id_payments')),
-    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_refunds_requested_by_id_users')),
+    sa.ForeignKeyConstraint(['approved_by_id'], ['users.id'], name=op.f('fk_refunds_approved_by_id')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_refunds_lab_id')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_refunds_payment_id')),
+    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_refunds_requested_by_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_refunds')),
     sa.UniqueConstraint('reference', name=op.f('uq_refunds_reference'))
     )
@@ -329,10 +329,10 @@ def upgrade() -> None:
     sa.Column('error', sa.String(length=1000), nullable=True),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payment_gateway_transactions_lab_id_labs')),
-    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_payment_gateway_transactions_online_payment_id_online_payments')),
-    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_payment_gateway_transactions_payment_id_payments')),
-    sa.ForeignKeyConstraint(['refund_id'], ['refunds.id'], name=op.f('fk_payment_gateway_transactions_refund_id_refunds')),
+    sa.ForeignKeyConstraint(['lab_id'], ['labs.id'], name=op.f('fk_payment_gateway_transactions_lab_id')),
+    sa.ForeignKeyConstraint(['online_payment_id'], ['online_payments.id'], name=op.f('fk_payment_gateway_transactions_online_payment_id')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_payment_gateway_transactions_payment_id')),
+    sa.ForeignKeyConstraint(['refund_id'], ['refunds.id'], name=op.f('fk_payment_gateway_transactions_refund_id')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_gateway_transactions')),
     sa.UniqueConstraint('gateway', 'event_id', name='uq_pgt_gateway_event')
     )
