@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 PORTAL := $(VENV)/bin/portal
 PYTHON ?= python3
 
+AXE    := tests/browser/node_modules/axe-core/axe.min.js
+
 .PHONY: run test install browser postgres bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +35,11 @@ browser:
 	  fi; \
 	fi
 
+# axe-core for the accessibility checks, pinned by tests/browser/package-lock.json.
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	touch $@
+
 # PostgreSQL on 127.0.0.1:5432 for the concurrency tests; started when it is down.
 postgres:
 	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
@@ -43,7 +50,7 @@ postgres:
 	  fi; \
 	fi
 
-test: install browser postgres
+test: install browser $(AXE) postgres
 	mkdir -p reports
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
@@ -51,4 +58,4 @@ bench: install
 	$(PY) bench/pay_page.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache
+	rm -rf $(VENV) reports .pytest_cache tests/browser/node_modules
