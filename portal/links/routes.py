@@ -6,6 +6,7 @@ from flask_login import current_user, login_required
 
 from ..extensions import db_session
 from ..models import LinkStatus, utcnow
+from ..services.keys import is_configured
 from ..services.links import (
     LinkError,
     NewLink,
@@ -64,7 +65,9 @@ def new():
             flash("Payment link created.", "success")
             return redirect(url_for("links.detail", link_id=link.id), 303)
     status = 422 if request.method == "POST" else 200
-    return render_template("links/new.html", form=form, lab=lab), status
+    return render_template("links/new.html", form=form, lab=lab,
+                           gateway_ready=is_configured(db_session(), lab.id,
+                                                       lab.default_gateway)), status
 
 
 @bp.get("/links/<int:link_id>")
@@ -75,6 +78,7 @@ def detail(link_id: int):
     url = patient_url(current_app.config["PORTAL_BASE_URL"], link.token)
     return render_template("links/detail.html", link=link, lab=current_lab(), patient_url=url,
                            exchanges=timeline(session, link), status=link.effective_status(),
+                           gateway_ready=is_configured(session, link.lab_id, link.gateway),
                            now=utcnow())
 
 

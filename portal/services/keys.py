@@ -112,6 +112,11 @@ def rotate_all(session: Session, encryption_keys: list[str]) -> int:
     return len(rows)
 
 
+def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
+    row = stored_keys(session, lab_id, gateway)
+    return row is not None and row.enabled
+
+
 def configured_gateway(session: Session, config: Mapping, lab_id: int, gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""
     cls = GATEWAYS.get(gateway)

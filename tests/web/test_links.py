@@ -166,3 +166,19 @@ def test_expired_link_cannot_be_cancelled(staff_client, build, lab, db):
     staff_client.post(f"/links/{link.id}/cancel", data={"csrf_token": token})
     db.refresh(link)
     assert link.status == LinkStatus.CREATED  # shown as expired; the sweep stores it later
+
+
+def test_staff_are_warned_when_the_gateway_is_not_set_up(client, build):
+    from tests.conftest import sign_in
+
+    lab = build.lab("bare", sandbox_secret=None)
+    user = build.user(lab, "desk@bare.test")
+    sign_in(client, user.email)
+    warning = "Patients cannot pay yet"
+    assert warning in client.get("/links/new").get_data(as_text=True)
+    link = build.link(lab)
+    assert warning in client.get(f"/links/{link.id}").get_data(as_text=True)
+
+
+def test_no_warning_when_the_gateway_is_ready(staff_client, build, lab):
+    assert "Patients cannot pay yet" not in staff_client.get("/links/new").get_data(as_text=True)
