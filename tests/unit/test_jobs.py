@@ -34,7 +34,7 @@ def test_failures_back_off_then_die(app, db):
     run(app)
     job = db.scalar(select(Job))
     assert job.status == OutboxStatus.QUEUED and job.last_error == "RuntimeError: boom"
-    assert timedelta(seconds=4) < job.run_at - utcnow() <= timedelta(seconds=5)
+    assert timedelta(seconds=2) < job.run_at - utcnow() <= timedelta(seconds=5)
     for _ in range(2):
         job.run_at = utcnow()
         db.commit()
