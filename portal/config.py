@@ -53,7 +53,6 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "PORTAL_LOGIN_MAX_FAILURES": int(environ.get("PORTAL_LOGIN_MAX_FAILURES", "5")),
         "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
-        "PORTAL_RUN_WORKER_IN_PROCESS": environ.get("PORTAL_RUN_WORKER_IN_PROCESS") == "1",
     }
     for key, value in environ.items():
         if key.startswith("PORTAL_") and key.endswith("_API_BASE"):

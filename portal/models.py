@@ -119,6 +119,8 @@ class OutboxStatus(enum.StrEnum):
 
 
 OPEN_LINK_STATES = frozenset({LinkStatus.CREATED, LinkStatus.PARTIALLY_PAID})
+SETTLED_PAYMENT_STATES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED,
+                                    PaymentStatus.REFUNDED})
 
 # Terminal states appear only as keys with no way out, so they can never go back.
 LINK_TRANSITIONS: dict[LinkStatus, frozenset[LinkStatus]] = {

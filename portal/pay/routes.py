@@ -7,12 +7,12 @@ from gateways.base import Capability, GatewayError
 
 from .. import qr
 from ..extensions import db_session
-from ..models import LinkStatus, PaymentStatus
+from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token, patient_url
 from . import bp
 
-SETTLED = (PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+SETTLED = SETTLED_PAYMENT_STATES
 
 
 def _link(token: str):

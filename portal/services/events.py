@@ -14,6 +14,7 @@ from gateways.base import EventStatus, GatewayEvent
 
 from ..models import (
     OPEN_LINK_STATES,
+    SETTLED_PAYMENT_STATES,
     ExchangeKind,
     LinkStatus,
     OnlinePayment,
@@ -27,8 +28,7 @@ from ..models import (
 
 log = logging.getLogger(__name__)
 
-SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED,
-                     PaymentStatus.REFUNDED})
+SETTLED = SETTLED_PAYMENT_STATES
 
 
 @dataclass(frozen=True)
