@@ -56,10 +56,6 @@ class Database:
         app.teardown_appcontext(lambda _exc: self.session.remove())
 
 
-def get_db(app: Flask) -> Database:
-    return app.extensions["portal_db"]
-
-
 def db_session() -> Session:
     """The current app's request-scoped session."""
     from flask import current_app

@@ -286,6 +286,10 @@ class OnlinePayment(TimestampMixin, Base):
     )
 
     @property
+    def settled_payments(self) -> list[Payment]:
+        return [p for p in self.payments if p.status in SETTLED_PAYMENT_STATES]
+
+    @property
     def outstanding(self) -> int:
         return max(self.amount - self.amount_paid, 0)
 

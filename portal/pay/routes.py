@@ -12,8 +12,6 @@ from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token, patient_url
 from . import bp
 
-SETTLED = SETTLED_PAYMENT_STATES
-
 
 def _link(token: str):
     return get_link_by_token(db_session(), token) or abort(404)
@@ -34,7 +32,7 @@ def _page(link, *, error: str | None = None, status_code: int = 200):
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
         can_save=bool(gateway and Capability.SAVED_METHODS in gateway.capabilities),
-        settled=[p for p in link.payments if p.status in SETTLED]), status_code
+        settled=link.settled_payments), status_code
 
 
 @bp.get("/pay/<token>")
@@ -73,7 +71,8 @@ def back(token: str):
     payment = handle_return(session, current_app.config, link, request.args)
     session.refresh(link)
     status = link.effective_status()
-    if status == LinkStatus.PAID or (payment is not None and payment.status in SETTLED):
+    settled = payment is not None and payment.status in SETTLED_PAYMENT_STATES
+    if status == LinkStatus.PAID or settled:
         outcome = "paid"
     elif payment is not None and payment.status == PaymentStatus.FAILED:
         outcome = "failed"
@@ -113,7 +112,5 @@ def qr_png(token: str):
 @bp.get("/pay/<token>/receipt")
 def receipt(token: str):
     link = _link(token)
-    settled = [p for p in link.payments if p.status in SETTLED]
-    if not settled:
-        abort(404)
+    settled = link.settled_payments or abort(404)
     return render_template("pay/receipt.html", link=link, lab=link.lab, payments=settled)

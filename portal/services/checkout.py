@@ -50,7 +50,7 @@ class Started:
 
 def urls(base_url: str, link: OnlinePayment, gateway: str, reference: str) -> dict[str, str]:
     return {
-        "return_url": f"{base_url}/pay/{link.token}/return?ref={reference}",
+        "return_url": f"{patient_url(base_url, link.token)}/return?ref={reference}",
         "cancel_url": patient_url(base_url, link.token),
         "notify_url": f"{base_url}/payments/webhook/{gateway}",
     }

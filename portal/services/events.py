@@ -28,7 +28,6 @@ from ..models import (
 
 log = logging.getLogger(__name__)
 
-SETTLED = SETTLED_PAYMENT_STATES
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _apply(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[
     if event.status == EventStatus.SUCCEEDED:
         return _succeeded(link, payment, event)
     if event.status == EventStatus.FAILED:
-        if payment.status in SETTLED:
+        if payment.status in SETTLED_PAYMENT_STATES:
             return "ignored as out of order: the payment already succeeded", True
         if move_payment(payment, PaymentStatus.FAILED):
             payment.failure_reason = (event.raw.get("failure_message") if event.raw else None) \
@@ -123,7 +122,7 @@ def _apply(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[
 
 
 def _succeeded(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[str, bool]:
-    if payment.status in SETTLED:
+    if payment.status in SETTLED_PAYMENT_STATES:
         return "no change: the payment had already succeeded", True
     if event.amount != payment.amount or (event.currency or "").upper() != payment.currency:
         link.needs_attention = True
