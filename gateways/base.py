@@ -50,6 +50,13 @@ class UnknownStatus(GatewayError):
         super().__init__(f"unknown gateway status {value!r}", code="unknown_status")
 
 
+class IgnoredEvent(GatewayError):
+    """A webhook about something the portal does not track: acknowledged, nothing changes."""
+
+    def __init__(self, message: str = "event not tracked"):
+        super().__init__(message, code="ignored")
+
+
 class Unsupported(GatewayError):
     def __init__(self, operation: str):
         super().__init__(f"{operation} is not supported by this gateway", code="unsupported")
@@ -99,6 +106,8 @@ class CheckoutRequest:
     customer_name: str = ""
     customer_email: str = ""
     customer_phone: str = ""
+    save_method: bool = False
+    gateway_customer_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class GatewayEvent:
     checkout_id: str | None = None
     transaction_id: str | None = None
     refund_id: str | None = None
+    refund_reference: str | None = None
     method: str | None = None
     card_brand: str | None = None
     card_last4: str | None = None
@@ -155,6 +165,35 @@ class RefundResult:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SavedMethod:
+    """A payment method stored at the gateway: references and display details, no card data."""
+
+    gateway_customer_id: str
+    token: str
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True)
+class SavedMethodCharge:
+    reference: str
+    amount: int
+    currency: str
+    description: str
+    method: SavedMethod
+    idempotency_key: str
+
+
+def lookup_status(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
+    """A status from a gateway's table; an unknown value raises instead of being defaulted."""
+    if not isinstance(value, str) or value not in table:
+        raise UnknownStatus(str(value))
+    return table[value]
+
+
 def hmac_sha256_hex(key: str | bytes, message: bytes) -> str:
     if isinstance(key, str):
         key = key.encode()
@@ -174,9 +213,23 @@ class Gateway(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     webhook_events: ClassVar[tuple[str, ...]] = ()
     default_api_base: ClassVar[str] = ""
+    # The host of the gateway's test environment, where it differs from the live one; the
+    # portal uses it for labs whose keys are marked "test".
+    sandbox_api_base: ClassVar[str] = ""
+
+    # Where the patient's return and webhooks leave reconciliation to polling, how long after
+    # the checkout to ask for the status (seconds), and when to stop asking.
+    # After the last delay, hourly. No cut-off: the link's expiry (plus a grace) decides.
+    status_check_delays: ClassVar[tuple[int, ...]] = (20, 60, 300, 900, 3600)
+    status_check_cutoff: ClassVar[int | None] = None
+    # Seconds after the patient's unsigned return before the status is asked for.
+    return_check_delay: ClassVar[int] = 5
+    # What the gateway expects as the body of a successful webhook answer (body, mimetype);
+    # None for the portal's JSON acknowledgement.
+    webhook_ack: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, credentials: Mapping[str, str], *, api_base: str | None = None,
-                 timeout: tuple[float, float] = (5.0, 20.0)):
+                 timeout: tuple[float, float] = (5.0, 20.0), webhook_url: str = ""):
         missing = [f.name for f in self.credential_fields
                    if f.required and not credentials.get(f.name)]
         if missing:
@@ -184,6 +237,7 @@ class Gateway(ABC):
         self.credentials = dict(credentials)
         self.api_base = (api_base or self.default_api_base).rstrip("/")
         self.timeout = timeout
+        self.webhook_url = webhook_url  # our endpoint, for gateways that sign over it (Square)
 
     def __repr__(self) -> str:  # never show credentials
         return f"<{type(self).__name__} api_base={self.api_base!r}>"
@@ -197,6 +251,11 @@ class Gateway(ABC):
     @abstractmethod
     def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
         """Our reference from an unverified webhook, only to find whose secret verifies it."""
+
+    @classmethod
+    def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
+        """The gateway's payment id from an unverified webhook that carries no reference."""
+        return None
 
     @abstractmethod
     def create_checkout(self, request: CheckoutRequest) -> Checkout: ...
@@ -213,3 +272,21 @@ class Gateway(ABC):
 
     def refund(self, request: RefundRequest) -> RefundResult:
         raise Unsupported("refund")
+
+    def cancel_checkout(self, reference: str, checkout_id: str | None) -> None:
+        """Closes the hosted checkout so a late payment fails (Capability.CANCEL_CHECKOUT)."""
+        raise Unsupported("cancelling a checkout")
+
+    def saved_method_from_payment(self, transaction_id: str) -> SavedMethod | None:
+        """The method a consenting patient saved while paying (Capability.SAVED_METHODS)."""
+        raise Unsupported("saving payment methods")
+
+    def charge_saved_method(self, charge: SavedMethodCharge) -> GatewayEvent:
+        raise Unsupported("charging a saved payment method")
+
+    def delete_saved_method(self, method: SavedMethod) -> None:
+        raise Unsupported("deleting a saved payment method")
+
+    def test_connection(self) -> str:
+        """One cheap authenticated call; returns what to tell the admin, or raises GatewayError."""
+        raise Unsupported("testing the connection")

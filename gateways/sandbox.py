@@ -27,9 +27,9 @@ from .base import (
     RefundRequest,
     RefundResult,
     SignatureError,
-    UnknownStatus,
     constant_time_equal,
     hmac_sha256_hex,
+    lookup_status,
 )
 from .http import HttpClient
 
@@ -121,7 +121,7 @@ def parse_event(body: Mapping) -> GatewayEvent:
             dedupe_id=str(body["id"]),
             type=kind,
             reference=str(data["reference"]),
-            status=lookup(EVENT_STATUS, kind),
+            status=lookup_status(EVENT_STATUS, kind),
             amount=int(data["amount"]),
             currency=str(data["currency"]).upper(),
             transaction_id=f"sbx_{body['id']}",
@@ -132,13 +132,6 @@ def parse_event(body: Mapping) -> GatewayEvent:
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedPayload(f"malformed sandbox event: {exc}") from None
     return event
-
-
-def lookup(table: Mapping[str, EventStatus], value: str) -> EventStatus:
-    """A status from the table; an unknown value raises instead of being defaulted."""
-    if value not in table:
-        raise UnknownStatus(value)
-    return table[value]
 
 
 def _load_json(raw_body: bytes) -> dict:
@@ -161,10 +154,11 @@ class SandboxGateway(Gateway):
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND})
     webhook_events = ("payment.succeeded", "payment.failed")
 
-    def __init__(self, credentials, *, api_base=None, timeout=(5.0, 20.0)):
+    def __init__(self, credentials, *, api_base=None, timeout=(5.0, 20.0), webhook_url=""):
         if not api_base:
             raise GatewayError("the sandbox needs its API base URL", code="not_configured")
-        super().__init__(credentials, api_base=api_base, timeout=timeout)
+        super().__init__(credentials, api_base=api_base, timeout=timeout,
+                         webhook_url=webhook_url)
         self.secret = self.credentials["webhook_secret"]
         self.http = HttpClient(self.api_base, timeout=timeout, error_class=GatewayError)
 
@@ -218,7 +212,7 @@ class SandboxGateway(Gateway):
         status = body.get("status", "")
         return GatewayEvent(
             dedupe_id=None, type=f"status.{status}", reference=reference,
-            status=lookup(CHARGE_STATUS, status), amount=body.get("amount"),
+            status=lookup_status(CHARGE_STATUS, status), amount=body.get("amount"),
             currency=(body.get("currency") or "").upper() or None,
             transaction_id=body.get("transaction_id"), method="sandbox", raw=body,
         )
@@ -228,6 +222,9 @@ class SandboxGateway(Gateway):
                               "currency": request.currency,
                               "idempotency_key": request.idempotency_key}).encode()
         body = self._call("POST", "/api/refunds", payload)
-        status = lookup(REFUND_STATUS, body.get("status", ""))
+        status = lookup_status(REFUND_STATUS, body.get("status", ""))
         return RefundResult(refund_id=body["id"], status=status, amount=int(body["amount"]),
                             raw=body)
+
+    def test_connection(self) -> str:
+        return "The sandbox runs inside the portal: there is nothing to connect to."

@@ -2,11 +2,19 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 
 from gateways import GATEWAYS
+from gateways.base import GatewayError
+from gateways.http import mask_secrets
 
 from ..extensions import db_session
 from ..models import GatewayMode
 from ..services.audit import audit
-from ..services.keys import CredentialsError, load_credentials, save_credentials, stored_keys
+from ..services.keys import (
+    CredentialsError,
+    configured_gateway,
+    load_credentials,
+    save_credentials,
+    stored_keys,
+)
 from ..tenancy import admin_required, client_ip, current_lab
 from . import bp
 from .forms import gateway_form
@@ -59,3 +67,27 @@ def gateway(name: str):
     webhook_url = f"{current_app.config['PORTAL_BASE_URL']}/payments/webhook/{name}"
     return render_template("admin/gateway.html", lab=lab, cls=cls, form=form, stored=stored,
                            webhook_url=webhook_url), status
+
+
+@bp.post("/admin/gateways/<name>/test")
+@admin_required
+def test_connection(name: str):
+    """One cheap authenticated call with the stored keys; the gateway's own words come back."""
+    cls = GATEWAYS.get(name) or abort(404)
+    session = db_session()
+    lab = current_lab()
+    try:
+        gateway = configured_gateway(session, current_app.config, lab.id, name)
+    except GatewayError:
+        flash(f"Save the {cls.display_name} credentials first.", "error")
+        return redirect(url_for("admin.gateway", name=name), 303)
+    secrets = cls.secret_values(gateway.credentials)
+    try:
+        message, category = gateway.test_connection(), "success"
+    except GatewayError as exc:
+        message, category = f"Connection failed. {mask_secrets(exc.message, secrets)}", "error"
+    audit(session, lab_id=lab.id, user_id=current_user.id, action="gateway.test_connection",
+          object_type="gateway", object_id=name, ip=client_ip(), ok=category == "success")
+    session.commit()
+    flash(message, category)
+    return redirect(url_for("admin.gateway", name=name), 303)

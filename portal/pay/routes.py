@@ -6,7 +6,7 @@ from gateways import GATEWAYS
 from gateways.base import Capability, GatewayError
 
 from .. import qr
-from ..extensions import db_session
+from ..extensions import csrf, db_session
 from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token, patient_url
@@ -28,11 +28,16 @@ def _page(link, *, error: str | None = None, status_code: int = 200):
         LinkStatus.EXPIRED: "pay/expired.html",
         LinkStatus.CANCELLED: "pay/cancelled.html",
     }.get(status, "pay/page.html")
-    gateway = GATEWAYS.get(link.gateway)
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
-        can_save=bool(gateway and Capability.SAVED_METHODS in gateway.capabilities),
-        settled=link.settled_payments), status_code
+        can_save=_can_save(link), settled=link.settled_payments), status_code
+
+
+def _can_save(link) -> bool:
+    """Saving needs a gateway that stores methods and a patient record to keep it under."""
+    gateway = GATEWAYS.get(link.gateway)
+    return bool(gateway and Capability.SAVED_METHODS in gateway.capabilities
+                and link.customer_id is not None)
 
 
 @bp.get("/pay/<token>")
@@ -46,7 +51,8 @@ def start(token: str):
     session = db_session()
     try:
         started = start_checkout(session, current_app.config, link,
-                                 save_method=request.form.get("save_method") == "yes")
+                                 save_method=_can_save(link)
+                                 and request.form.get("save_method") == "yes")
     except NotPayable:
         session.rollback()
         return _page(link, status_code=409)
@@ -82,6 +88,16 @@ def back(token: str):
         outcome = "processing"
     return render_template("pay/return.html", link=link, lab=link.lab, payment=payment,
                            outcome=outcome, status=status)
+
+
+@bp.post("/pay/<token>/return")
+@csrf.exempt  # posted by the gateway's page (PayTabs signs its form); trusted only if verified
+def back_posted(token: str):
+    """The patient's browser is POSTed back with the gateway's form: checked, then shown by GET."""
+    link = _link(token)
+    handle_return(db_session(), current_app.config, link,
+                  {**request.form.to_dict(), **request.args.to_dict()})
+    return redirect(request.full_path, 303)  # the same URL, as a GET the patient can reload
 
 
 @bp.get("/pay/<token>/status.json")

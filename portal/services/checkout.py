@@ -11,11 +11,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateways import GATEWAYS
 from gateways.base import Capability, Checkout, CheckoutRequest, GatewayError, SignatureError
 from gateways.http import mask_secrets
 
 from ..models import (
     OPEN_LINK_STATES,
+    CustomerPaymentProfile,
     ExchangeKind,
     LinkStatus,
     OnlinePayment,
@@ -32,8 +34,13 @@ from .links import new_reference, patient_url
 log = logging.getLogger(__name__)
 
 REUSE_CHECKOUT_FOR = timedelta(minutes=20)
-FIRST_STATUS_CHECK_AFTER = timedelta(seconds=20)
 CHECKOUT_IN_FLIGHT_WAIT = timedelta(seconds=15)
+
+
+def first_check_after(gateway: str) -> timedelta:
+    """The gateway's first status check, counted from the checkout (PhonePe asks for 20-25 s)."""
+    cls = GATEWAYS.get(gateway)
+    return timedelta(seconds=cls.status_check_delays[0] if cls else 20)
 
 
 class NotPayable(Exception):
@@ -80,7 +87,10 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
             session.commit()
             return Started(recent, Checkout(checkout_id=recent.checkout_id or "",
                                             redirect_url=recent.checkout_url))
-        if (recent is not None and recent.created_at > utcnow() - CHECKOUT_IN_FLIGHT_WAIT
+        # checkout_id is set once the gateway answered: a form checkout (PesoPay) has no URL
+        # to reuse, and waiting for one would hold the patient's second press for 15 s.
+        if (recent is not None and recent.checkout_id is None
+                and recent.created_at > utcnow() - CHECKOUT_IN_FLIGHT_WAIT
                 and utcnow() < deadline):
             session.commit()  # another request is creating this checkout: let it finish
             time.sleep(0.1)
@@ -94,6 +104,7 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
     session.add(payment)
     session.flush()
     customer = link.customer
+    saved = saved_customer_id(session, link) if save_method else ""
     request = CheckoutRequest(
         reference=payment.reference, amount=payment.amount, currency=payment.currency,
         description=link.description or f"Bill {link.bill_reference}",
@@ -102,6 +113,7 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
         customer_name=customer.name if customer else "",
         customer_email=(customer.email or "") if customer else "",
         customer_phone=(customer.phone or "") if customer else "",
+        save_method=save_method, gateway_customer_id=saved,
         **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
     )
     # The payment exists before the gateway hears of it, and no transaction (or lock)
@@ -124,13 +136,26 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
     payment = session.get(Payment, payment.id)
     payment.checkout_id = checkout.checkout_id
     payment.checkout_url = checkout.redirect_url
-    payment.next_check_at = utcnow() + FIRST_STATUS_CHECK_AFTER
+    payment.next_check_at = utcnow() + first_check_after(payment.gateway)
     record_exchange(session, lab_id=link.lab_id, gateway=link.gateway,
                     kind=ExchangeKind.CHECKOUT_CREATED, payment=payment,
                     event_type="checkout.created", outcome=f"checkout {checkout.checkout_id}",
                     payload=mask_secrets(dict(checkout.raw), secrets))
     session.commit()
     return Started(payment, checkout)
+
+
+def saved_customer_id(session: Session, link: OnlinePayment) -> str:
+    """The patient's customer id at the link's gateway, from a card saved before."""
+    if link.customer_id is None:
+        return ""
+    return session.scalar(select(CustomerPaymentProfile.gateway_customer_id).where(
+        CustomerPaymentProfile.customer_id == link.customer_id,
+        CustomerPaymentProfile.lab_id == link.lab_id,
+        CustomerPaymentProfile.gateway == link.gateway,
+        CustomerPaymentProfile.deleted_at.is_(None),
+        CustomerPaymentProfile.gateway_customer_id.is_not(None))
+        .order_by(CustomerPaymentProfile.id.desc()).limit(1)) or ""
 
 
 def payment_for_return(session: Session, link: OnlinePayment,
@@ -156,10 +181,14 @@ def handle_return(session: Session, config: Mapping, link: OnlinePayment,
     except GatewayError:
         return payment
     if Capability.SIGNED_RETURN in type(gateway).capabilities:
+        session.commit()  # verifying may call the gateway: hold no transaction across it
         try:
             event = gateway.verify_return(params)
         except SignatureError:
             log.warning("unsigned or forged return for %s", payment.reference)
+            event = None
+        except GatewayError as exc:  # verified, but the status could not be read: poll later
+            log.warning("return for %s not confirmed: %s", payment.reference, exc.message)
             event = None
         if event is not None and event.reference == payment.reference:
             apply_gateway_event(session, lab_id=link.lab_id, gateway=payment.gateway,
@@ -167,7 +196,8 @@ def handle_return(session: Session, config: Mapping, link: OnlinePayment,
             session.commit()
             return session.get(Payment, payment.id)
     enqueue(session, "payment.fetch_status", {"payment_id": payment.id}, lab_id=link.lab_id,
-            run_at=utcnow() + timedelta(seconds=5), dedupe=f"fetch-status-{payment.id}")
+            run_at=utcnow() + timedelta(seconds=type(gateway).return_check_delay),
+            dedupe=f"fetch-status-{payment.id}")
     session.commit()
     return payment
 

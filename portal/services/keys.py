@@ -122,8 +122,13 @@ def configured_gateway(session: Session, config: Mapping, lab_id: int, gateway: 
     cls = GATEWAYS.get(gateway)
     if cls is None:
         raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
-    credentials = load_credentials(session, config["PORTAL_ENCRYPTION_KEYS"], lab_id, gateway)
-    if credentials is None:
+    row = stored_keys(session, lab_id, gateway)
+    if row is None or not row.enabled:
         raise GatewayError(f"The lab has not set up {cls.display_name} yet.",
                            code="not_configured")
-    return cls(credentials, api_base=gateway_api_base(config, gateway))
+    credentials = decrypt(config["PORTAL_ENCRYPTION_KEYS"], row.credentials_encrypted)
+    api_base = gateway_api_base(config, gateway)
+    if api_base is None and row.mode == GatewayMode.TEST and cls.sandbox_api_base:
+        api_base = cls.sandbox_api_base
+    return cls(credentials, api_base=api_base,
+               webhook_url=f"{config['PORTAL_BASE_URL']}/payments/webhook/{gateway}")

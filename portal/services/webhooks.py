@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
-from gateways.base import GatewayError, MalformedPayload, SignatureError
+from gateways.base import GatewayError, IgnoredEvent, MalformedPayload, SignatureError
 from gateways.http import mask_secrets
 
 from ..models import ExchangeKind, Payment
@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class WebhookRejected(Exception):
-    """Answered 400 and nothing is changed."""
+    """Answered 400 (or 503 when a retry may succeed) and nothing is changed."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, *, retry: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = 503 if retry else 400  # 503: the gateway should send it again later
 
 
 @dataclass(frozen=True)
@@ -37,28 +38,37 @@ class Received:
 
 def receive_webhook(session: Session, config: Mapping, gateway_name: str,
                     headers: Mapping[str, str], raw_body: bytes) -> Received:
+    """Raises WebhookRejected (400, nothing changed) or IgnoredEvent (acknowledged, ignored)."""
     cls = GATEWAYS.get(gateway_name)
     if cls is None:
         raise WebhookRejected("unknown_gateway", "No such gateway.")
     try:
         reference = cls.extract_reference(headers, raw_body)
+        transaction_id = None if reference else cls.extract_transaction_id(headers, raw_body)
     except MalformedPayload as exc:
         raise WebhookRejected("malformed_payload", exc.message) from None
-    lab_id = session.scalar(select(Payment.lab_id).where(Payment.reference == reference,
-                                                         Payment.gateway == gateway_name))
-    if lab_id is None:
+    payment = _find_payment(session, gateway_name, reference, transaction_id)
+    if payment is None and not reference:
+        raise IgnoredEvent("the event is about no payment of ours")
+    if payment is None:
         raise WebhookRejected("unknown_reference", "No payment has this reference.")
+    lab_id, reference = payment
     try:
         gateway = configured_gateway(session, config, lab_id, gateway_name)
+        session.commit()  # nothing written yet; some gateways (PhonePe) call their API here
         event = gateway.parse_webhook(headers, raw_body)
     except SignatureError as exc:
         log.warning("%s webhook for %s rejected: %s", gateway_name, reference, exc.message)
         raise WebhookRejected("bad_signature", "Signature verification failed.") from None
     except MalformedPayload as exc:
         raise WebhookRejected("malformed_payload", exc.message) from None
-    except GatewayError as exc:  # not configured, or an unknown status value
+    except IgnoredEvent:
+        raise
+    except GatewayError as exc:  # not configured, an unknown status, or confirmation failed
         log.error("%s webhook for %s not applied: %s", gateway_name, reference, exc.message)
-        raise WebhookRejected(exc.code, exc.message) from None
+        raise WebhookRejected(exc.code, exc.message, retry=exc.retryable) from None
+    if not event.reference:
+        event = replace(event, reference=reference)
     if event.reference != reference:
         raise WebhookRejected("malformed_payload", "The reference changed under verification.")
     secrets = cls.secret_values(gateway.credentials)
@@ -66,3 +76,18 @@ def receive_webhook(session: Session, config: Mapping, gateway_name: str,
                                   kind=ExchangeKind.WEBHOOK_RECEIVED, signature_valid=True,
                                   payload=mask_secrets(dict(event.raw), secrets))
     return Received(applied, reference)
+
+
+def _find_payment(session: Session, gateway: str, reference: str,
+                  transaction_id: str | None) -> tuple[int, str] | None:
+    """(lab id, reference) of the payment an unverified event names, to pick the secret."""
+    if reference:
+        query = select(Payment.lab_id, Payment.reference).where(
+            Payment.reference == reference, Payment.gateway == gateway)
+    elif transaction_id:
+        query = select(Payment.lab_id, Payment.reference).where(
+            Payment.gateway == gateway, Payment.gateway_transaction_id == transaction_id)
+    else:
+        return None
+    row = session.execute(query.limit(1)).first()
+    return (row[0], row[1]) if row else None
