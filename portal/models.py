@@ -475,8 +475,14 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # "reminder:<link>:<hours>:<channel>", "receipt:<link>:<channel>": never sent twice.
+    dedupe_key: Mapped[str | None] = mapped_column(String(120))
 
-    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_notifications_status_next", "status", "next_attempt_at"),
+        Index("ix_notifications_link", "online_payment_id", "id"),
+        Index("ix_notifications_dedupe_key", "dedupe_key", unique=True),
+    )
 
 
 class Job(Base):

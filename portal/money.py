@@ -98,3 +98,16 @@ def major_string(minor: int, currency: str) -> str:
     """Major units with the currency's exact exponent, for gateways that want text: '1234.50'."""
     places = exponent(currency)
     return f"{to_decimal(minor, currency):.{places}f}"
+
+
+def format_money_code(minor: int, currency: str, locale: str = "en_IN") -> str:
+    """'INR 1,234.50': the code, not a symbol, for SMS (one '₹' makes a whole SMS UCS-2)."""
+    from babel import Locale
+    from babel.numbers import format_decimal
+
+    places = exponent(currency)
+    integer_part = Locale.parse(locale).decimal_formats[None].pattern.split(";")[0].split(".")[0]
+    pattern = integer_part + ("." + "0" * places if places else "")
+    number = format_decimal(to_decimal(minor, currency), pattern, locale=locale,
+                            decimal_quantization=True)
+    return f"{currency.upper()} {number}"

@@ -41,6 +41,8 @@ class NewLinkForm(FlaskForm):
                                     validators=[DataRequired(message="Choose when the link "
                                                                      "expires.")])
     allow_partial = BooleanField("Allow part payments")
+    send_sms = BooleanField("Send by SMS", default=True)
+    send_email = BooleanField("Send by email", default=True)
 
     def __init__(self, *args, lab, **kwargs):
         super().__init__(*args, **kwargs)
@@ -75,6 +77,16 @@ class NewLinkForm(FlaskForm):
         if (local - utcnow()).days > 90:
             raise ValidationError("A link can stay open for at most 90 days.")
         self.expires_at_utc = local
+
+    @property
+    def notify(self) -> tuple[str, ...]:
+        """The ticked channels that have somewhere to go: an empty contact is left out."""
+        channels = []
+        if self.send_sms.data and self.phone.data:
+            channels.append("sms")
+        if self.send_email.data and self.email.data:
+            channels.append("email")
+        return tuple(channels)
 
     def validate(self, extra_validators=None):
         ok = super().validate(extra_validators)

@@ -17,6 +17,8 @@ from ..services.links import (
     patient_url,
     timeline,
 )
+from ..services.notifications import NotificationError, link_notifications, resend_link
+from ..services.profiles import active_profiles
 from ..tenancy import client_ip, current_lab
 from . import bp
 from .forms import NewLinkForm
@@ -57,12 +59,15 @@ def new():
                 bill_reference=form.bill_reference.data.strip(),
                 description=(form.description.data or "").strip(),
                 expires_at=form.expires_at_utc, allow_partial=form.allow_partial.data,
+                notify=form.notify,
             ), user_id=current_user.id, ip=client_ip())
         except LinkError as exc:
             form.expires_at.errors.append(str(exc))
         else:
             session.commit()
-            flash("Payment link created.", "success")
+            sending = " and ".join({"sms": "SMS", "email": "email"}[c] for c in form.notify)
+            flash(f"Payment link created. Sending it by {sending}." if sending
+                  else "Payment link created.", "success")
             return redirect(url_for("links.detail", link_id=link.id), 303)
     status = 422 if request.method == "POST" else 200
     return render_template("links/new.html", form=form, lab=lab,
@@ -79,6 +84,8 @@ def detail(link_id: int):
     return render_template("links/detail.html", link=link, lab=current_lab(), patient_url=url,
                            exchanges=timeline(session, link), status=link.effective_status(),
                            gateway_ready=is_configured(session, link.lab_id, link.gateway),
+                           saved_methods=active_profiles(session, link.lab_id, link.customer_id),
+                           notifications=link_notifications(session, link),
                            now=utcnow())
 
 
@@ -95,4 +102,23 @@ def cancel(link_id: int):
     else:
         session.commit()
         flash("The link is cancelled. The patient can no longer pay it.", "success")
+    return redirect(url_for("links.detail", link_id=link_id), 303)
+
+
+@bp.post("/links/<int:link_id>/resend")
+@login_required
+def resend(link_id: int):
+    session = db_session()
+    link = get_link(session, current_user.lab_id, link_id) or abort(404)
+    channel = request.form.get("channel")
+    if channel not in ("email", "sms"):
+        abort(400, "Choose email or SMS.")
+    try:
+        row = resend_link(session, link, channel, user_id=current_user.id, ip=client_ip())
+    except NotificationError as exc:
+        session.rollback()
+        flash(str(exc), "error")
+    else:
+        session.commit()
+        flash(f"The link will be sent again to {row.recipient}.", "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)

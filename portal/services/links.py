@@ -20,7 +20,9 @@ from ..models import (
     utcnow,
 )
 from .audit import audit
+from .cancellation import queue_checkout_cancellation
 from .events import lock_link
+from .notifications import queue_link_message, schedule_reminders
 
 PAGE_SIZE = 25
 
@@ -52,6 +54,7 @@ class NewLink:
     allow_partial: bool = False
     external_id: str | None = None
     gateway: str | None = None
+    notify: tuple[str, ...] = ()  # "email", "sms": send the link now
 
 
 class LinkError(Exception):
@@ -100,6 +103,8 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
     audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
           object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
           currency=link.currency, bill_reference=link.bill_reference)
+    queue_link_message(session, link, data.notify)  # the outbox: same transaction
+    schedule_reminders(session, link)
     return link
 
 
@@ -156,4 +161,5 @@ def cancel_link(session: Session, link: OnlinePayment, *, user_id: int | None,
     link.cancelled_by_id = user_id
     audit(session, lab_id=link.lab_id, user_id=user_id, action="link.cancel",
           object_type="online_payment", object_id=link.id, ip=ip)
+    queue_checkout_cancellation(session, link)
 

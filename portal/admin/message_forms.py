@@ -1,0 +1,109 @@
+"""The lab's message texts, reminder policy, receipts and SMS (DLT) settings."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, StringField, TextAreaField
+from wtforms.validators import Length, Optional, Regexp, ValidationError
+
+from ..services import messages
+from ..services.messages import KINDS, PARTS, MessageSettings, TemplateError
+from ..services.notifications import MAX_REMINDER_HOURS, MAX_REMINDERS
+
+DIGITS = Regexp(r"^\d*$", message="Digits only.")
+
+
+class MessagesForm(FlaskForm):
+    reminder_hours = StringField(
+        "Remind the patient, hours before the link expires",
+        validators=[Optional(), Length(max=50)],
+        description="For example “24, 2”: one reminder a day before, one two hours before. "
+                    "Leave empty for no reminders. Reminders go the way the link was sent "
+                    "and never for a paid, cancelled or expired link.")
+    receipt_by_email = BooleanField("Email a receipt when a link is paid")
+    receipt_by_sms = BooleanField("Send a receipt by SMS when a link is paid")
+    sms_sender_id = StringField("SMS sender id", validators=[
+        Optional(), Length(max=11), Regexp(r"^[A-Za-z0-9]*$", message="Letters and digits only.")],
+        description="The header registered on the DLT platform, for example “ACMELB”.")
+    dlt_entity_id = StringField("DLT entity id", validators=[Optional(), Length(max=30), DIGITS])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hours: list[int] = []
+
+    def text_field(self, kind: str, part: str):
+        return self[f"{kind}_{part}"]
+
+    def dlt_field(self, kind: str):
+        return self[f"dlt_{kind}"]
+
+    def load(self, lab, settings: MessageSettings) -> None:
+        self.reminder_hours.data = ", ".join(str(h) for h in lab.reminder_hours_before or [])
+        self.receipt_by_email.data = "email" in settings.receipt_channels
+        self.receipt_by_sms.data = "sms" in settings.receipt_channels
+        self.sms_sender_id.data = settings.sms_sender_id
+        self.dlt_entity_id.data = settings.dlt_entity_id
+        for kind in KINDS:
+            self.dlt_field(kind).data = settings.dlt_templates.get(kind, "")
+            for part in PARTS:
+                self.text_field(kind, part).data = settings.text(kind, part)
+
+    def validate_reminder_hours(self, field):
+        words = [w for w in re.split(r"[,\s]+", field.data or "") if w]
+        try:
+            hours = [int(w) for w in words]
+        except ValueError:
+            raise ValidationError("Enter whole hours, separated by commas.") from None
+        if any(h < 1 or h > MAX_REMINDER_HOURS for h in hours):
+            raise ValidationError(f"Each reminder must be 1 to {MAX_REMINDER_HOURS} hours "
+                                  "before expiry.")
+        if len(set(hours)) > MAX_REMINDERS:
+            raise ValidationError(f"At most {MAX_REMINDERS} reminders.")
+        self.hours = sorted(set(hours), reverse=True)
+
+    def validate(self, extra_validators=None):
+        ok = super().validate(extra_validators)
+        for kind in KINDS:
+            for part in PARTS:
+                field = self.text_field(kind, part)
+                text = (field.data or "").replace("\r\n", "\n").strip()
+                field.data = text
+                if not text:
+                    continue  # empty: the default text
+                try:
+                    messages.check_text(kind, part, text)
+                except TemplateError as exc:
+                    field.errors.append(str(exc))
+                    ok = False
+        return ok
+
+    def to_settings(self) -> MessageSettings:
+        receipts = tuple(c for c, on in (("email", self.receipt_by_email.data),
+                                         ("sms", self.receipt_by_sms.data)) if on)
+        return MessageSettings(
+            texts={messages.key(kind, part): self.text_field(kind, part).data
+                   for kind in KINDS for part in PARTS if self.text_field(kind, part).data},
+            receipt_channels=receipts, sms_sender_id=(self.sms_sender_id.data or "").strip(),
+            dlt_entity_id=(self.dlt_entity_id.data or "").strip(),
+            dlt_templates={kind: (self.dlt_field(kind).data or "").strip() for kind in KINDS
+                           if (self.dlt_field(kind).data or "").strip()})
+
+
+for _kind in KINDS:
+    _label = messages.KIND_LABELS[_kind]
+    _names = [f"{_kind}_{part}" for part in PARTS] + [f"dlt_{_kind}"]
+    assert not any(hasattr(MessagesForm, n) for n in _names), _names  # no field hidden
+    setattr(MessagesForm, f"{_kind}_sms", TextAreaField(
+        f"{_label}: SMS", validators=[Optional()],
+        description="Placeholders: " + ", ".join("{" + p + "}"
+                                                 for p in messages.PLACEHOLDERS[_kind]) + "."))
+    setattr(MessagesForm, f"{_kind}_email_subject", StringField(
+        f"{_label}: email subject", validators=[Optional()]))
+    setattr(MessagesForm, f"{_kind}_email_body", TextAreaField(
+        f"{_label}: email text", validators=[Optional()],
+        description="Plain text; a blank line starts a new paragraph. Empty: the default."))
+    setattr(MessagesForm, f"dlt_{_kind}", StringField(
+        f"DLT template id of the {_label.lower()} SMS",
+        validators=[Optional(), Length(max=30), DIGITS]))

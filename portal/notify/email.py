@@ -1,0 +1,128 @@
+"""Email over SMTP, configured by one URL (`PORTAL_SMTP_URL`).
+
+- `smtp://host:25`: plain SMTP (a local relay);
+- `smtp://user:pass@host:587?starttls=1`: STARTTLS, refused if the server does not offer it;
+- `smtps://user:pass@host:465`: TLS from the first byte.
+User and password are percent-encoded (`%40` for `@`); `?timeout=SECONDS` (default 20).
+Certificates are verified against the system's CAs (`SSL_CERT_FILE` is honoured).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email import errors
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..models import utcnow
+from . import DeliveryError, PermanentError
+
+TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str  # "plain" | "starttls" | "tls"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 20.0
+
+    def __repr__(self) -> str:  # never the password
+        return (f"SmtpSettings({self.security}://{self.host}:{self.port}, "
+                f"user={self.username!r})")
+
+
+def parse_smtp_url(url: str) -> SmtpSettings:
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise PermanentError("PORTAL_SMTP_URL must start with smtp:// or smtps://")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"starttls", "timeout"}
+    if unknown:
+        raise PermanentError(f"PORTAL_SMTP_URL has unknown options: {', '.join(sorted(unknown))}")
+    starttls = query.get("starttls", "0").lower() in TRUE
+    if parts.scheme == "smtps" and starttls:
+        raise PermanentError("smtps:// is TLS already: drop ?starttls")
+    if not parts.hostname:
+        raise PermanentError("PORTAL_SMTP_URL has no host")
+    security = "tls" if parts.scheme == "smtps" else "starttls" if starttls else "plain"
+    try:
+        port = parts.port or {"tls": 465, "starttls": 587, "plain": 25}[security]
+        timeout = float(query.get("timeout", "20"))
+    except ValueError:
+        raise PermanentError("PORTAL_SMTP_URL has a bad port or timeout") from None
+    return SmtpSettings(host=parts.hostname, port=port, security=security,
+                        username=unquote(parts.username) if parts.username else None,
+                        password=unquote(parts.password) if parts.password else None,
+                        timeout=timeout)
+
+
+def build_email(*, mail_from: str, sender_name: str, to: str, to_name: str, subject: str,
+                text: str, html: str, message_id: str) -> EmailMessage:
+    """multipart/alternative: plain text first, then HTML (clients show the last they can)."""
+    message = EmailMessage()
+    try:
+        address = Address(addr_spec=mail_from)
+    except (ValueError, IndexError, errors.MessageError) as exc:
+        raise PermanentError(f"PORTAL_MAIL_FROM is not an email address: {exc}") from None
+    message["From"] = formataddr((sender_name, address.addr_spec))
+    message["To"] = formataddr((to_name, to)) if to_name else to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = f"<{message_id}@{address.domain or 'localhost'}>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context()  # loading the CAs takes ~30 ms: once per process
+
+
+def tls_context() -> ssl.SSLContext:
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+def send_email(smtp_url: str, message: EmailMessage) -> None:
+    settings = parse_smtp_url(smtp_url)
+    context = tls_context() if settings.security != "plain" else None
+    try:
+        if settings.security == "tls":
+            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout,
+                                    context=context)
+        else:
+            smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        with smtp:
+            smtp.ehlo()
+            if settings.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError("the SMTP server does not offer STARTTLS")
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if settings.username:
+                smtp.login(settings.username, settings.password or "")
+            smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = ", ".join(f"{code} {_text(reply)}" for code, reply in exc.recipients.values())
+        raise PermanentError(f"the SMTP server refused the recipient: {codes}") from None
+    except smtplib.SMTPResponseException as exc:
+        error = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"
+        if exc.smtp_code >= 500 and isinstance(exc, smtplib.SMTPDataError):
+            raise PermanentError(error) from None  # the message itself is refused
+        raise DeliveryError(error) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from None
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)

@@ -1,0 +1,269 @@
+"""The outbox: messages to patients are written in the caller's transaction, sent by the worker.
+
+Each `Notification` row gets one `notification.send` job: the job runner gives the lease,
+SKIP LOCKED claim, retries and backoff; the row mirrors attempts, status and the last error
+for staff. Delivery is at least once: a worker killed between sending and committing sends
+again, under the same Message-ID (email) or reference (SMS) so a provider may drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from flask import render_template
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import (
+    OPEN_LINK_STATES,
+    Channel,
+    Job,
+    Lab,
+    Notification,
+    OnlinePayment,
+    OutboxStatus,
+    utcnow,
+)
+from ..notify import DeliveryError, PermanentError
+from ..notify.email import build_email, send_email
+from ..notify.sms import Sms, backend_name, masked_phone, send_sms
+from . import messages
+from .audit import audit
+from .jobs import backoff, enqueue, handler
+
+log = logging.getLogger(__name__)
+
+SEND_ATTEMPTS = 10  # backoff 5 s, 10 s, ... : about 40 minutes before a message is dead
+REMINDER_MIN_LEAD = timedelta(hours=1)  # no reminder within the link's first hour
+MAX_REMINDER_HOURS = 24 * 90
+MAX_REMINDERS = 3
+
+
+class NotificationError(Exception):
+    """Cannot queue this message; the text is for staff."""
+
+
+def contact(link: OnlinePayment, channel: Channel) -> str | None:
+    customer = link.customer
+    if customer is None:
+        return None
+    return customer.email if channel == Channel.EMAIL else customer.phone
+
+
+def queue_message(session: Session, link: OnlinePayment, kind: str,
+                  channels: Iterable[str], *, dedupe: str | None = None) -> list[Notification]:
+    """One outbox row and its send job per channel the patient can be reached on."""
+    assert kind in messages.KINDS, kind
+    queued = []
+    for channel in dict.fromkeys(Channel(c) for c in channels):
+        recipient = contact(link, channel)
+        if not recipient:
+            continue
+        key = f"{dedupe}:{channel.value}" if dedupe else None
+        if key and session.scalar(select(Notification.id).where(Notification.dedupe_key == key)):
+            continue
+        row = Notification(lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
+                           recipient=recipient, template=kind, dedupe_key=key,
+                           status=OutboxStatus.QUEUED, next_attempt_at=utcnow())
+        session.add(row)
+        session.flush()
+        enqueue(session, "notification.send", {"notification_id": row.id}, lab_id=link.lab_id,
+                max_attempts=SEND_ATTEMPTS)
+        queued.append(row)
+    return queued
+
+
+def queue_link_message(session: Session, link: OnlinePayment,
+                       channels: Iterable[str]) -> list[Notification]:
+    return queue_message(session, link, "link", channels)
+
+
+def resend_link(session: Session, link: OnlinePayment, channel: str, *, user_id: int | None,
+                ip: str | None = None) -> Notification:
+    """Staff's Resend: refused for a closed link, a missing contact, or one already waiting."""
+    channel = Channel(channel)
+    status = link.effective_status()
+    if status not in OPEN_LINK_STATES:
+        raise NotificationError(f"This link is {status.value.replace('_', ' ')}: "
+                                "there is nothing to send.")
+    if not contact(link, channel):
+        raise NotificationError(f"The patient has no {_channel_word(channel)}.")
+    waiting = session.scalar(select(Notification.id).where(
+        Notification.online_payment_id == link.id, Notification.channel == channel,
+        Notification.template == "link",
+        Notification.status.in_((OutboxStatus.QUEUED, OutboxStatus.RUNNING))))
+    if waiting:
+        raise NotificationError(f"A message by {_channel_word(channel, short=True)} is already "
+                                "waiting to be sent.")
+    [row] = queue_message(session, link, "link", [channel])
+    audit(session, lab_id=link.lab_id, user_id=user_id, action="link.resend",
+          object_type="online_payment", object_id=link.id, ip=ip, channel=channel.value)
+    return row
+
+
+def queue_receipt(session: Session, link: OnlinePayment) -> list[Notification]:
+    """Called where a link turns paid, in that transaction; once per link and channel."""
+    lab = session.get(Lab, link.lab_id)
+    channels = messages.settings_of(lab).receipt_channels
+    return queue_message(session, link, "receipt", channels, dedupe=f"receipt:{link.id}")
+
+
+def schedule_reminders(session: Session, link: OnlinePayment, *,
+                       now: datetime | None = None) -> list[Job]:
+    """One job per `Lab.reminder_hours_before`, due that long before the link expires."""
+    now = now or utcnow()
+    lab = session.get(Lab, link.lab_id)
+    jobs = []
+    for hours in sorted(set(lab.reminder_hours_before or []), reverse=True):
+        run_at = link.expires_at - timedelta(hours=hours)
+        if run_at < now + REMINDER_MIN_LEAD:
+            continue
+        job = enqueue(session, "notification.reminder", {"link_id": link.id, "hours": hours},
+                      lab_id=link.lab_id, run_at=run_at, max_attempts=3,
+                      dedupe=f"reminder:{link.id}:{hours}")
+        if job is not None:
+            jobs.append(job)
+    return jobs
+
+
+def link_notifications(session: Session, link: OnlinePayment) -> list[Notification]:
+    return list(session.scalars(select(Notification).where(
+        Notification.lab_id == link.lab_id, Notification.online_payment_id == link.id)
+        .order_by(Notification.id.desc())))
+
+
+def _channel_word(channel: Channel, short: bool = False) -> str:
+    if channel == Channel.EMAIL:
+        return "email" if short else "email address"
+    return "SMS" if short else "mobile number"
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+@handler("notification.reminder")
+def send_reminder(app, session: Session, job: Job) -> None:
+    """Queues the reminder unless the link is settled, closed or expired, or it went already."""
+    link = session.get(OnlinePayment, job.payload["link_id"])
+    hours = job.payload["hours"]
+    if link is None or link.effective_status() not in OPEN_LINK_STATES:
+        return
+    lab = session.get(Lab, link.lab_id)
+    if hours not in (lab.reminder_hours_before or []):
+        return  # the lab has changed its policy since
+    channels = session.scalars(select(Notification.channel).where(
+        Notification.online_payment_id == link.id, Notification.template == "link")
+        .distinct())
+    queue_message(session, link, "reminder", list(channels),
+                  dedupe=f"reminder:{link.id}:{hours}")
+
+
+@handler("notification.send")
+def send_notification(app, session: Session, job: Job) -> None:
+    row = session.get(Notification, job.payload["notification_id"])
+    if row is None or row.status in (OutboxStatus.DONE, OutboxStatus.DEAD):
+        return  # sent already (a worker died before closing its job), or given up
+    link = session.get(OnlinePayment, row.online_payment_id)
+    lab = session.get(Lab, row.lab_id)
+    now = utcnow()
+    status = link.effective_status(now)
+    if row.template != "receipt" and status not in OPEN_LINK_STATES:
+        row.status = OutboxStatus.DONE  # done, never sent: sent_at stays empty
+        row.last_error = f"Not sent: the link is {status.value.replace('_', ' ')}."
+        return
+    message = messages.render_for(lab, link, row.template, app.config["PORTAL_BASE_URL"])
+    settings = messages.settings_of(lab)
+    row.status = OutboxStatus.RUNNING
+    row.attempts = job.attempts
+    row.lease_until = job.lease_until
+    session.commit()  # no transaction stays open across SMTP or HTTP
+
+    try:
+        if row.channel == Channel.EMAIL:
+            note = _send_email(app, lab, link, row, message)
+        else:
+            note = _send_sms(app, link, row, message, settings)
+    except Exception as exc:
+        error = redact(_describe(exc), link.token)[:1000]
+        row.last_error = error
+        row.lease_until = None
+        if isinstance(exc, PermanentError) or job.attempts >= job.max_attempts:
+            row.status = OutboxStatus.DEAD
+            log.warning("notification %s is dead: %s", row.id, error)
+            session.commit()
+            if isinstance(exc, PermanentError):
+                return  # the job is done: trying again cannot help
+            raise
+        row.status = OutboxStatus.QUEUED
+        row.next_attempt_at = utcnow() + backoff(job.attempts)
+        session.commit()
+        raise
+    row.status = OutboxStatus.DONE
+    row.sent_at = None if note else utcnow()  # logged only: staff must not read "sent"
+    row.lease_until = None
+    row.last_error = note
+
+
+def _send_sms(app, link: OnlinePayment, row: Notification, message: messages.Message,
+              settings: messages.MessageSettings) -> str | None:
+    """Sends; returns a note for staff when the message was only logged."""
+    send_sms(app.config, Sms(
+        to=row.recipient, text=message.sms, log_text=redact(message.sms, link.token),
+        kind=row.template, reference=f"ntf_{row.id}", sender_id=settings.sms_sender_id,
+        dlt_entity_id=settings.dlt_entity_id,
+        dlt_template_id=settings.dlt_templates.get(row.template, "")))
+    if backend_name(app.config) == "console":
+        return "Logged only: no SMS provider is set up (PORTAL_SMS_BACKEND is console)."
+    return None
+
+
+def _send_email(app, lab: Lab, link: OnlinePayment, row: Notification,
+                message: messages.Message) -> str | None:
+    smtp_url = app.config.get("PORTAL_SMTP_URL")
+    if not smtp_url:
+        log.info("Email (PORTAL_SMTP_URL not set, not sent) to %s: %s | %s",
+                 masked_email(row.recipient), message.subject, redact(message.text, link.token))
+        return "Logged only: no mail server is set up (PORTAL_SMTP_URL)."
+    email = build_email(
+        mail_from=app.config["PORTAL_MAIL_FROM"], sender_name=lab.name, to=row.recipient,
+        to_name=link.customer.name if link.customer else "", subject=message.subject,
+        text=message.text, html=email_html(lab, message), message_id=f"notification-{row.id}")
+    send_email(smtp_url, email)
+    log.info("email %s sent to %s", row.id, masked_email(row.recipient))
+    return None
+
+
+def email_html(lab: Lab, message: messages.Message) -> str:
+    """The plain text as paragraphs, its link made a link; the lab's text is escaped."""
+    paragraphs = []
+    for block in message.text.strip().split("\n\n"):
+        html = escape(block)
+        url = str(escape(message.link))
+        html = Markup(str(html).replace(url, f'<a href="{url}">{url}</a>'))
+        paragraphs.append(Markup("<br>\n").join(html.split("\n")))
+    return render_template("notifications/email.html", lab=lab, message=message,
+                           paragraphs=paragraphs)
+
+
+def redact(text: str, token: str) -> str:
+    """A link's token is a capability: logs and errors keep only its start."""
+    return text.replace(token, token[:6] + "…") if token else text
+
+
+def masked_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def masked(row: Notification) -> str:
+    return masked_email(row.recipient) if row.channel == Channel.EMAIL else \
+        masked_phone(row.recipient)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, DeliveryError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
