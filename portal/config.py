@@ -9,6 +9,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
+SMS_SETTINGS = ("PORTAL_TWILIO_ACCOUNT_SID", "PORTAL_TWILIO_AUTH_TOKEN", "PORTAL_TWILIO_FROM",
+                "PORTAL_SMS_HTTP_URL", "PORTAL_SMS_HTTP_API_KEY", "PORTAL_SMS_HTTP_AUTH_HEADER")
 
 
 def _read_or_create(path: Path, make) -> str:
@@ -41,6 +43,7 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "PORTAL_SMTP_URL": environ.get("PORTAL_SMTP_URL"),
         "PORTAL_MAIL_FROM": environ.get("PORTAL_MAIL_FROM", "payments@localhost"),
         "PORTAL_SMS_BACKEND": environ.get("PORTAL_SMS_BACKEND", "console"),
+        **{name: environ.get(name) for name in SMS_SETTINGS},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": base_url.startswith("https://"),
@@ -53,6 +56,8 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "PORTAL_LOGIN_MAX_FAILURES": int(environ.get("PORTAL_LOGIN_MAX_FAILURES", "5")),
         "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
+        # How long a worker holds a job before another may take it over (it may have died).
+        "PORTAL_JOB_LEASE_SECONDS": float(environ.get("PORTAL_JOB_LEASE_SECONDS", "60")),
     }
     for key, value in environ.items():
         if key.startswith("PORTAL_") and key.endswith("_API_BASE"):

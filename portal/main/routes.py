@@ -1,15 +1,20 @@
-from flask import jsonify, redirect, url_for
+from flask import jsonify, render_template
 from flask_login import login_required
 from sqlalchemy import text
 
 from ..extensions import db_session
+from ..services.dashboard import today as dashboard_today
+from ..tenancy import current_lab
 from . import bp
 
 
 @bp.get("/")
 @login_required
 def dashboard():
-    return redirect(url_for("links.index"))
+    """Today at the lab, in its own time zone, and what needs someone's attention."""
+    lab = current_lab()
+    return render_template("main/dashboard.html", lab=lab,
+                           today=dashboard_today(db_session(), lab))
 
 
 @bp.get("/healthz")

@@ -21,10 +21,15 @@ from ..models import (
     Payment,
     PaymentGatewayTransaction,
     PaymentStatus,
+    Refund,
+    RefundStatus,
     move_link,
     move_payment,
+    move_refund,
     utcnow,
 )
+from .jobs import enqueue
+from .notifications import queue_receipt
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,16 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
             session.flush()
     except IntegrityError:
         log.info("duplicate %s event %s ignored", gateway, event.dedupe_id)
-        return Applied(duplicate=True, outcome="duplicate")
+        # Kept for the webhook inbox without an event id, so (gateway, event id) stays unique.
+        duplicate = record_exchange(
+            session, lab_id=lab_id, gateway=gateway, kind=kind, event_type=event.type,
+            signature_valid=signature_valid, outcome=f"duplicate of {event.dedupe_id}: ignored",
+            payload={"duplicate_of": event.dedupe_id},
+            link_id=payment_id and session.scalar(
+                select(Payment.online_payment_id).where(Payment.id == payment_id)))
+        duplicate.payment_id = payment_id
+        session.flush()
+        return Applied(duplicate=True, outcome="duplicate", exchange_id=duplicate.id)
 
     if payment_id is None:
         exchange.success = False
@@ -96,7 +110,14 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
     link, payment = lock_link_and_payment(session, payment_id)
     exchange.payment_id = payment.id
     exchange.online_payment_id = link.id
+    was_settled = payment.status in SETTLED_PAYMENT_STATES
+    was_paid = link.status == LinkStatus.PAID
     outcome, ok = _apply(link, payment, event)
+    if link.status == LinkStatus.PAID and not was_paid:
+        queue_receipt(session, link)  # the outbox row commits with the change (notifications)
+    if payment.save_method_consent and not was_settled \
+            and payment.status in SETTLED_PAYMENT_STATES:
+        _queue_save_method(session, payment, event)
     exchange.outcome = outcome
     exchange.success = ok
     session.flush()
@@ -104,7 +125,16 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
     return Applied(duplicate=False, outcome=outcome, exchange_id=exchange.id)
 
 
+def _queue_save_method(session: Session, payment: Payment, event: GatewayEvent) -> None:
+    """The patient agreed to save the method: fetched from the gateway by the worker."""
+    enqueue(session, "payment.save_method",
+            {"payment_id": payment.id, "transaction_id": event.transaction_id},
+            lab_id=payment.lab_id, dedupe=f"save-method-{payment.id}")
+
+
 def _apply(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[str, bool]:
+    if event.refund_id or event.status in REFUND_EVENT_STATES:
+        return _apply_refund(link, payment, event)
     if event.status == EventStatus.SUCCEEDED:
         return _succeeded(link, payment, event)
     if event.status == EventStatus.FAILED:
@@ -158,3 +188,63 @@ def _succeeded(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tu
         return "payment succeeded; link paid", True
     move_link(link, LinkStatus.PARTIALLY_PAID)
     return "payment succeeded; link partially paid", True
+
+
+REFUND_EVENT_STATES = frozenset({EventStatus.REFUND_SUCCEEDED, EventStatus.REFUND_FAILED})
+
+
+def _apply_refund(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tuple[str, bool]:
+    """A refund's final state, matched by the gateway's refund id or our refund reference."""
+    refund = next((r for r in payment.refunds
+                   if (event.refund_id and r.gateway_refund_id == event.refund_id)
+                   or (event.refund_reference and r.reference == event.refund_reference)), None)
+    if refund is None and event.refund_id is None and event.status == EventStatus.REFUND_SUCCEEDED:
+        return _settle_up_to(payment, event.amount or 0)
+    if refund is None:
+        if event.status == EventStatus.PENDING:
+            return "no change: a refund is pending at the gateway", True
+        link.needs_attention = True
+        link.attention_reason = (f"A refund of {event.amount} {event.currency} on payment "
+                                 f"{payment.reference} was made outside the portal.")
+        return "refund not made through the portal: flagged for staff", False
+    if refund.gateway_refund_id is None and event.refund_id:
+        refund.gateway_refund_id = event.refund_id
+    if event.status == EventStatus.PENDING:
+        return "no change: the refund is still pending", True
+    if event.status == EventStatus.REFUND_SUCCEEDED:
+        return settle_refund(payment, refund)
+    return fail_refund(refund, (event.raw.get("failure_message") if event.raw else None)
+                       or "the gateway could not refund")
+
+
+def settle_refund(payment: Payment, refund: Refund) -> tuple[str, bool]:
+    if refund.status == RefundStatus.SUCCEEDED:
+        return "no change: the refund had already succeeded", True
+    move_refund(refund, RefundStatus.SUCCEEDED)
+    payment.amount_refunded += refund.amount
+    move_payment(payment, PaymentStatus.REFUNDED if payment.amount_refunded >= payment.amount
+                 else PaymentStatus.PARTIALLY_REFUNDED)
+    return f"refund {refund.reference} succeeded", True
+
+
+def fail_refund(refund: Refund, reason: str) -> tuple[str, bool]:
+    if refund.status == RefundStatus.FAILED:
+        return "no change: the refund had already failed", True
+    if refund.status == RefundStatus.SUCCEEDED:
+        return "ignored as out of order: the refund already succeeded", True
+    move_refund(refund, RefundStatus.FAILED)
+    refund.failure_reason = reason[:500]
+    return f"refund {refund.reference} failed", True
+
+
+def _settle_up_to(payment: Payment, refunded_total: int) -> tuple[str, bool]:
+    """A cumulative 'refunded so far' (Stripe's charge.refunded): settles pending refunds."""
+    settled = []
+    for refund in payment.refunds:
+        if (refund.status == RefundStatus.PENDING
+                and payment.amount_refunded + refund.amount <= refunded_total):
+            settle_refund(payment, refund)
+            settled.append(refund.reference)
+    if not settled:
+        return "no change: the refunds were already recorded", True
+    return f"refunds {', '.join(settled)} succeeded", True

@@ -10,6 +10,14 @@ from flask import current_app
 from gateways import sandbox as sandbox_wire
 
 from ..models import Job
+from . import (  # noqa: F401  their handlers register on import
+    cancellation,
+    expiry,
+    notifications,
+    profiles,
+    reconciliation,
+    refunds,
+)
 from .checkout import fetch_and_apply
 from .jobs import handler
 from .keys import load_credentials

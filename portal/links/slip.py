@@ -1,0 +1,24 @@
+"""`/links/<id>/print`: the bill slip with the link's QR code, for A4 or an 80 mm printer."""
+
+from flask import abort, current_app, render_template, request
+from flask_login import current_user, login_required
+
+from ..extensions import db_session
+from ..services.links import get_link, patient_url
+from ..tenancy import current_lab
+from . import bp
+
+PAPERS = {"a4": "A4 page", "80mm": "80 mm receipt"}
+
+
+@bp.get("/links/<int:link_id>/print")
+@login_required
+def print_slip(link_id: int):
+    link = get_link(db_session(), current_user.lab_id, link_id) or abort(404)
+    paper = request.args.get("paper", "a4")
+    if paper not in PAPERS:
+        abort(404)
+    return render_template("links/print.html", link=link, lab=current_lab(), paper=paper,
+                           papers=PAPERS, status=link.effective_status(),
+                           patient_url=patient_url(current_app.config["PORTAL_BASE_URL"],
+                                                   link.token))
