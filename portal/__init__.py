@@ -37,15 +37,20 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from . import filters
     from .admin import bp as admin_bp
+    from .api import bp as api_bp
     from .auth import bp as auth_bp
+    from .customers import bp as customers_bp
     from .links import bp as links_bp
     from .main import bp as main_bp
     from .pay import bp as pay_bp
     from .sandbox import bp as sandbox_bp
+    from .transactions import bp as transactions_bp
     from .webhooks import bp as webhooks_bp
 
-    for bp in (main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp):
+    for bp in (main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp, api_bp,
+               transactions_bp):
         app.register_blueprint(bp)
+    app.register_blueprint(customers_bp)
     filters.init_app(app)
     _security_headers(app)
     _error_pages(app)

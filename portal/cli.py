@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db, demo, lab, user, gateway, serve, worker, keys):
+    for command in (db, demo, lab, user, gateway, api_key, serve, worker, keys):
         app.cli.add_command(command)
 
 
@@ -197,6 +197,29 @@ def gateway_set(slug: str, gateway_name: str) -> None:
     session.commit()
     click.echo(f"{gateway_name} credentials stored for {slug} ({mode}); it is now the lab's "
                "gateway.")
+
+
+@click.group("api-key", help="API keys of a lab's other systems.")
+def api_key() -> None:
+    pass
+
+
+@api_key.command("create", help="Create an API key for the lab and print it once.")
+@click.argument("slug")
+@click.argument("name")
+@with_appcontext
+def api_key_create(slug: str, name: str) -> None:
+    from .services.api_keys import create_api_key
+
+    if not name.strip() or len(name.strip()) > 100:
+        _fail("NAME must be 1 to 100 characters.")
+    session = _session()
+    lab_ = session.scalar(select(Lab).where(Lab.slug == slug)) or _fail(f"No lab {slug!r}.")
+    new = create_api_key(session, lab_.id, name, actor_id=None, ip=None, via="cli")
+    session.commit()
+    click.echo(f"API key {new.api_key.prefix} ({new.api_key.name}) for {slug}; "
+               "copy it now, it is not shown again:", err=True)
+    click.echo(new.key)
 
 
 @click.group(help="Encryption keys.")

@@ -21,6 +21,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -172,7 +174,11 @@ class Lab(TimestampMixin, Base):
     default_expiry_hours: Mapped[int] = mapped_column(default=72)
     default_gateway: Mapped[str] = mapped_column(String(32), default="sandbox")
     brand_color: Mapped[str | None] = mapped_column(String(7))
-    logo_url: Mapped[str | None] = mapped_column(String(500))
+    logo_url: Mapped[str | None] = mapped_column(String(500))  # unused since 0004: never loaded
+    # The logo itself, served from our origin (/brand/logo/...): deferred, pages need the hash.
+    logo_image: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    logo_content_type: Mapped[str | None] = mapped_column(String(32))
+    logo_sha256: Mapped[str | None] = mapped_column(String(64))
     reminder_hours_before: Mapped[list[int]] = mapped_column(JSON, default=list)
     refund_approval_threshold: Mapped[int | None] = mapped_column(BigInteger)
     refund_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -241,6 +247,14 @@ class Customer(TimestampMixin, Base):
         Index("ix_customers_lab_phone", "lab_id", "phone"),
         Index("ix_customers_lab_email", "lab_id", "email"),
         Index("ix_customers_lab_external", "lab_id", "external_id"),
+        # Case-insensitive prefix search (transactions): pattern ops serve LIKE 'x%' in any
+        # collation.
+        Index("ix_customers_lab_name_lower", "lab_id",
+              func.lower(column("name")).label("name_lower"),
+              postgresql_ops={"name_lower": "text_pattern_ops"}),
+        Index("ix_customers_lab_email_lower", "lab_id",
+              func.lower(column("email")).label("email_lower"),
+              postgresql_ops={"email_lower": "text_pattern_ops"}),
     )
 
 
@@ -283,6 +297,10 @@ class OnlinePayment(TimestampMixin, Base):
         Index("ix_online_payments_lab_status_id", "lab_id", "status", "id"),
         Index("ix_online_payments_lab_id_desc", "lab_id", "id"),
         Index("ix_online_payments_status_expires", "status", "expires_at"),
+        Index("ix_online_payments_customer", "customer_id", "id"),
+        Index("ix_online_payments_lab_bill_lower", "lab_id",
+              func.lower(column("bill_reference")).label("bill_lower"),
+              postgresql_ops={"bill_lower": "text_pattern_ops"}),
     )
 
     @property
@@ -337,6 +355,11 @@ class Payment(TimestampMixin, Base):
         Index("ix_payments_lab_created", "lab_id", "created_at", "id"),
         Index("ix_payments_gateway_txn", "gateway", "gateway_transaction_id"),
         Index("ix_payments_status_next_check", "status", "next_check_at"),
+        # Keyset pages of /transactions per filter: (filter, created_at, id) walked backwards.
+        Index("ix_payments_lab_status_created", "lab_id", "status", "created_at", "id"),
+        Index("ix_payments_lab_gateway_created", "lab_id", "gateway", "created_at", "id"),
+        Index("ix_payments_lab_currency_created", "lab_id", "currency", "created_at", "id"),
+        Index("ix_payments_lab_gateway_txn", "lab_id", "gateway_transaction_id"),
     )
 
 
@@ -386,6 +409,7 @@ class PaymentGatewayTransaction(Base):
         UniqueConstraint("gateway", "event_id", name="uq_pgt_gateway_event"),
         Index("ix_pgt_link_created", "online_payment_id", "id"),
         Index("ix_pgt_lab_created", "lab_id", "id"),
+        Index("ix_pgt_payment", "payment_id", "id"),
     )
 
 

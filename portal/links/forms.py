@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -20,6 +19,7 @@ from wtforms.validators import DataRequired, Email, Length, Optional, Validation
 
 from ..models import utcnow
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
+from ..phones import to_e164
 
 
 class NewLinkForm(FlaskForm):
@@ -62,13 +62,9 @@ class NewLinkForm(FlaskForm):
     def validate_phone(self, field):
         if not field.data:
             return
-        try:
-            number = phonenumbers.parse(field.data, self.lab.country or None)
-        except phonenumbers.NumberParseException:
-            raise ValidationError("Enter a valid mobile number.") from None
-        if not phonenumbers.is_valid_number(number):
+        self.phone_e164 = to_e164(field.data, self.lab.country)
+        if self.phone_e164 is None:
             raise ValidationError("Enter a valid mobile number.")
-        self.phone_e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     def validate_expires_at(self, field):
         local = field.data.replace(tzinfo=ZoneInfo(self.lab.timezone))

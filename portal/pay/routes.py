@@ -30,7 +30,8 @@ def _page(link, *, error: str | None = None, status_code: int = 200):
     }.get(status, "pay/page.html")
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
-        can_save=_can_save(link), settled=link.settled_payments), status_code
+        can_save=_can_save(link), settled=link.settled_payments,
+        gateway=GATEWAYS.get(link.gateway)), status_code
 
 
 def _can_save(link) -> bool:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
@@ -15,10 +18,16 @@ from gateways.http import mask_secrets
 from ..models import (
     SETTLED_PAYMENT_STATES,
     ExchangeKind,
+    Lab,
+    Payment,
     Refund,
     RefundStatus,
+    User,
+    move_refund,
     utcnow,
 )
+from .audit import audit
+from .counter import COUNTER
 from .events import fail_refund, lock_link_and_payment, record_exchange, settle_refund
 from .jobs import enqueue, handler
 from .keys import configured_gateway
@@ -28,9 +37,29 @@ log = logging.getLogger(__name__)
 
 OPEN_REFUND_STATES = frozenset({RefundStatus.PENDING, RefundStatus.AWAITING_APPROVAL})
 
+# Offered when a lab has not written its own list (reason codes, as labs report them).
+DEFAULT_REFUND_REASONS = ("Test cancelled", "Sample rejected", "Duplicate payment",
+                          "Billing error", "Test dropped from the bill", "Patient request")
+
+# A refund form's token, made when the form renders; it becomes the refund's reference, so a
+# double-click or a resubmitted form finds the refund it already made.
+REFUND_KEY = re.compile(r"rfd_[0-9a-f]{24}")
+
 
 class RefundNotAllowed(Exception):
     """The refund was refused before reaching the gateway; the message is for staff."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field  # the form field the message belongs to, when it is about one
+
+
+def refund_reasons(lab: Lab) -> list[str]:
+    return list(lab.refund_reasons or DEFAULT_REFUND_REASONS)
+
+
+def new_refund_key() -> str:
+    return new_reference("rfd")
 
 
 def refundable(payment) -> int:
@@ -39,28 +68,132 @@ def refundable(payment) -> int:
     return payment.amount - payment.amount_refunded - in_flight
 
 
+def needs_approval(lab: Lab, amount: int, currency: str) -> bool:
+    """Above the lab's threshold (in its own currency), a second admin must approve."""
+    threshold = lab.refund_approval_threshold
+    if threshold is None:
+        return False
+    return currency != lab.currency or amount > threshold
+
+
+def gateway_refund_support(gateway: str) -> tuple[bool, bool]:
+    """(refunds at all, partial refunds) for payments made through `gateway`."""
+    cls = GATEWAYS.get(gateway)
+    capabilities = cls.capabilities if cls is not None else frozenset()
+    return Capability.REFUND in capabilities, Capability.PARTIAL_REFUND in capabilities
+
+
 def request_refund(session: Session, config: Mapping, payment_id: int, amount: int,
-                   reason: str = "", *, user_id: int | None = None) -> Refund:
-    """Records a pending refund within what remains refundable, then sends it."""
-    _link, payment = lock_link_and_payment(session, payment_id)
-    cls = GATEWAYS.get(payment.gateway)
+                   reason: str = "", *, user_id: int | None = None, ip: str | None = None,
+                   key: str | None = None) -> Refund:
+    """Records a refund within what remains refundable, then sends it (or holds it for
+    approval). With `key`, a second request carrying the same key returns the first refund."""
+    if key is not None and not REFUND_KEY.fullmatch(key):
+        raise RefundNotAllowed("This refund form is not valid. Reload the page and try again.")
+    link, payment = lock_link_and_payment(session, payment_id)
+    if key is not None:
+        existing = _refund_made_with(session, payment, key)
+        if existing is not None:
+            session.commit()
+            return existing
+    supported, partial = gateway_refund_support(payment.gateway)
     if payment.status not in SETTLED_PAYMENT_STATES:
         raise RefundNotAllowed("Only a succeeded payment can be refunded.")
-    if cls is None or Capability.REFUND not in cls.capabilities:
-        raise RefundNotAllowed("This payment's gateway does not support refunds.")
+    if not supported:
+        raise RefundNotAllowed("A payment taken at the counter is refunded at the desk, "
+                               "not through a gateway." if payment.gateway == COUNTER
+                               else "This payment's gateway does not support refunds.")
     remaining = refundable(payment)
     if amount <= 0:
-        raise RefundNotAllowed("The refund amount must be more than zero.")
+        raise RefundNotAllowed("The refund amount must be more than zero.", field="amount")
     if amount > remaining:
-        raise RefundNotAllowed("The refund is more than what remains refundable.")
-    if amount < remaining and Capability.PARTIAL_REFUND not in cls.capabilities:
-        raise RefundNotAllowed("This gateway only refunds the whole remaining amount.")
-    refund = Refund(lab_id=payment.lab_id, payment=payment, reference=new_reference("rfd"),
-                    amount=amount, reason=reason[:200], status=RefundStatus.PENDING,
+        raise RefundNotAllowed("The refund is more than what remains refundable.",
+                               field="amount")
+    if amount < remaining and not partial:
+        raise RefundNotAllowed("This gateway only refunds the whole remaining amount.",
+                               field="amount")
+    held = needs_approval(link.lab, amount, payment.currency)
+    refund = Refund(lab_id=payment.lab_id, payment=payment,
+                    reference=key or new_reference("rfd"), amount=amount, reason=reason[:200],
+                    status=RefundStatus.AWAITING_APPROVAL if held else RefundStatus.PENDING,
                     requested_by_id=user_id)
     session.add(refund)
+    try:
+        session.flush()
+    except IntegrityError:  # the same form, submitted twice at once, without row locks (SQLite)
+        session.rollback()
+        link, payment = lock_link_and_payment(session, payment_id)
+        existing = _refund_made_with(session, payment, key) if key else None
+        if existing is None:
+            raise
+        session.commit()
+        return existing
+    audit(session, lab_id=payment.lab_id, user_id=user_id, action="refund.request",
+          object_type="refund", object_id=refund.id, ip=ip, payment_id=payment.id,
+          amount=amount, currency=payment.currency, reason=refund.reason,
+          needs_approval=held)
+    session.commit()
+    if held:
+        return refund
+    return submit_refund(session, config, refund.id)
+
+
+def _refund_made_with(session: Session, payment: Payment, key: str) -> Refund | None:
+    refund = session.scalar(select(Refund).where(Refund.reference == key)
+                            .execution_options(populate_existing=True))
+    if refund is not None and refund.payment_id != payment.id:
+        raise RefundNotAllowed("This refund form belongs to another payment.")
+    return refund
+
+
+def _decide(session: Session, lab_id: int, refund_id: int, user_id: int) -> Refund:
+    """The refund, under its payment's row lock, if `user_id` may decide on it now."""
+    payment_id = session.scalar(select(Refund.payment_id).where(Refund.id == refund_id,
+                                                                Refund.lab_id == lab_id))
+    if payment_id is None:
+        raise RefundNotAllowed("No such refund.")
+    lock_link_and_payment(session, payment_id)
+    refund = session.scalars(select(Refund).where(Refund.id == refund_id)
+                             .execution_options(populate_existing=True)).one()
+    if refund.status != RefundStatus.AWAITING_APPROVAL:
+        raise RefundNotAllowed(f"This refund is already {refund.status.value.replace('_', ' ')}.")
+    reviewer = session.get(User, user_id)
+    if reviewer is None or not reviewer.is_admin or not reviewer.active \
+            or reviewer.lab_id != lab_id:
+        raise RefundNotAllowed("Only an admin of the lab can approve or reject a refund.")
+    return refund
+
+
+def approve_refund(session: Session, config: Mapping, lab_id: int, refund_id: int, *,
+                   user_id: int, ip: str | None = None) -> Refund:
+    """A second admin (never the requester) approves: the refund is sent to the gateway."""
+    refund = _decide(session, lab_id, refund_id, user_id)
+    if refund.requested_by_id == user_id:
+        raise RefundNotAllowed("You asked for this refund: another admin must approve it.")
+    move_refund(refund, RefundStatus.PENDING)
+    refund.approved_by_id = user_id
+    audit(session, lab_id=lab_id, user_id=user_id, action="refund.approve",
+          object_type="refund", object_id=refund.id, ip=ip, payment_id=refund.payment_id,
+          amount=refund.amount, currency=refund.payment.currency,
+          requested_by=refund.requested_by_id)
     session.commit()
     return submit_refund(session, config, refund.id)
+
+
+def reject_refund(session: Session, lab_id: int, refund_id: int, *, user_id: int,
+                  ip: str | None = None) -> Refund:
+    """Another admin rejects the refund, or its requester withdraws it; nothing is sent."""
+    refund = _decide(session, lab_id, refund_id, user_id)
+    withdrawn = refund.requested_by_id == user_id
+    move_refund(refund, RefundStatus.REJECTED)
+    refund.approved_by_id = user_id  # who decided
+    refund.failure_reason = "Withdrawn by the requester." if withdrawn else "Rejected."
+    audit(session, lab_id=lab_id, user_id=user_id, action="refund.reject",
+          object_type="refund", object_id=refund.id, ip=ip, payment_id=refund.payment_id,
+          amount=refund.amount, currency=refund.payment.currency,
+          requested_by=refund.requested_by_id, withdrawn=withdrawn)
+    session.commit()
+    return refund
 
 
 def submit_refund(session: Session, config: Mapping, refund_id: int, *,
@@ -70,7 +203,14 @@ def submit_refund(session: Session, config: Mapping, refund_id: int, *,
     payment = refund.payment
     if refund.status != RefundStatus.PENDING or refund.gateway_refund_id:
         return refund
-    gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
+    try:
+        gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
+    except GatewayError as exc:  # keys removed or disabled since the payment was made
+        lock_link_and_payment(session, payment.id)
+        refund = session.get(Refund, refund_id, populate_existing=True)
+        fail_refund(refund, exc.message)
+        session.commit()
+        return refund
     secrets = type(gateway).secret_values(gateway.credentials)
     request = RefundRequest(reference=payment.reference,
                             transaction_id=payment.gateway_transaction_id, amount=refund.amount,

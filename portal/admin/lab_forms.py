@@ -1,0 +1,139 @@
+"""The lab's own settings: every field checked, messages next to the field."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, ValidationError
+
+from ..models import Lab
+from ..money import MoneyError, is_known_currency, major_string, parse_amount
+from ..services import lab_settings
+from ..services.lab_settings import MAX_LOGO_BYTES, LabSettings, Logo, SettingsError
+
+
+def _checked(check):
+    """A WTForms validator from one of lab_settings' checks."""
+    def validator(form, field):
+        try:
+            check(field.data)
+        except SettingsError as exc:
+            raise ValidationError(str(exc)) from None
+    return validator
+
+
+class LabForm(FlaskForm):
+    name = StringField("Lab name", validators=[
+        DataRequired(message="Enter the lab's name."), Length(max=200)],
+        description="Shown to patients on the pay page, in messages and receipts.")
+    currency = StringField("Currency", validators=[
+        DataRequired(message="Enter a currency code."), Length(max=3)],
+        description="The three-letter ISO 4217 code of new links, for example INR, AED or "
+                    "USD. Links already made keep their own currency.")
+    timezone = SelectField("Time zone", choices=[], validate_choice=False,
+                           description="Times on every page and message are shown in it.")
+    default_expiry_hours = IntegerField(
+        "Links expire after (hours)",
+        validators=[InputRequired(message="Enter a number of hours."),
+                    NumberRange(min=1, max=lab_settings.MAX_EXPIRY_HOURS,
+                                message=f"Enter 1 to {lab_settings.MAX_EXPIRY_HOURS} hours "
+                                        "(90 days).")],
+        description="The expiry a new link starts with; staff can change it per link.")
+    reminder_hours = StringField(
+        "Remind the patient, hours before the link expires",
+        validators=[Length(max=50), _checked(lab_settings.parse_reminder_hours)],
+        description="For example “24, 2”; at most three. Leave empty for no reminders. "
+                    "The same setting as on the Messages page.")
+    refund_threshold = StringField(
+        "Refunds above this amount need a second person",
+        validators=[Length(max=30)],
+        description="In the lab's currency, for example 5000. An admin other than the one who "
+                    "asked must approve a larger refund. Leave empty: no approval needed.")
+    refund_reasons = TextAreaField(
+        "Refund reasons", validators=[Length(max=5000),
+                                      _checked(lab_settings.parse_refund_reasons)],
+        description="One a line, offered when staff refund, for example “Test cancelled”.")
+    brand_color = StringField(
+        "Brand colour", validators=[Length(max=7), _checked(lab_settings.check_brand_color)],
+        description="For the pay page's header and Pay button, as #rrggbb, for example "
+                    "#0b5cad. White text must stay readable on it (contrast at least 4.5:1). "
+                    "Leave empty for the portal's blue.")
+    logo = FileField(
+        "Logo",
+        description=f"A PNG, JPEG or WebP image of at most {MAX_LOGO_BYTES // 1024} KB (not "
+                    "SVG), shown instead of the lab's name at the top of the pay page. "
+                    "The portal keeps it and serves it itself. Choose no file to keep the "
+                    "current logo.")
+    remove_logo = BooleanField("Remove logo (show the lab's name instead)")
+
+    def __init__(self, *args, current_timezone: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = lab_settings.timezone_names()
+        if current_timezone not in names:  # e.g. 'Etc/GMT-4' from `portal lab create`: kept
+            names.insert(0, current_timezone)
+        self.timezone.choices = names
+        self.threshold_minor: int | None = None
+        self.new_logo: Logo | None = None
+
+    def load(self, lab: Lab) -> None:
+        self.name.data = lab.name
+        self.currency.data = lab.currency
+        self.timezone.data = lab.timezone
+        self.default_expiry_hours.data = lab.default_expiry_hours
+        self.reminder_hours.data = ", ".join(str(h) for h in lab.reminder_hours_before or [])
+        self.refund_threshold.data = ("" if lab.refund_approval_threshold is None
+                                      else major_string(lab.refund_approval_threshold,
+                                                        lab.currency))
+        self.refund_reasons.data = "\n".join(lab.refund_reasons or [])
+        self.brand_color.data = lab.brand_color or ""
+
+    def validate_currency(self, field):
+        field.data = (field.data or "").strip().upper()
+        if not is_known_currency(field.data):
+            raise ValidationError("Enter a three-letter ISO 4217 currency code, for example "
+                                  "INR.")
+
+    def validate_timezone(self, field):
+        if field.data not in self.timezone.choices:
+            raise ValidationError("Choose a time zone from the list, for example Asia/Kolkata.")
+
+    def validate_logo(self, field):
+        upload = field.data
+        self.new_logo = None
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            return  # no file chosen: the logo stays as it is
+        if self.remove_logo.data:
+            raise ValidationError("Either choose a new logo or tick “Remove logo”, not both.")
+        try:
+            self.new_logo = lab_settings.check_logo(upload.stream.read(MAX_LOGO_BYTES + 1))
+        except SettingsError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_refund_threshold(self, field):
+        text = (field.data or "").strip()
+        if not text:
+            self.threshold_minor = None
+            return
+        if self.currency.errors or not is_known_currency(self.currency.data or ""):
+            raise ValidationError("Enter a valid currency first.")
+        try:
+            self.threshold_minor = parse_amount(text, self.currency.data)
+        except MoneyError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def logo_sha256(self, lab: Lab) -> str | None:
+        if self.new_logo:
+            return self.new_logo.sha256
+        return None if self.remove_logo.data else lab.logo_sha256
+
+    def to_settings(self, lab: Lab) -> LabSettings:
+        return LabSettings(
+            name=self.name.data.strip(), currency=self.currency.data,
+            timezone=self.timezone.data, default_expiry_hours=self.default_expiry_hours.data,
+            reminder_hours_before=tuple(
+                lab_settings.parse_reminder_hours(self.reminder_hours.data)),
+            refund_approval_threshold=self.threshold_minor,
+            refund_reasons=tuple(lab_settings.parse_refund_reasons(self.refund_reasons.data)),
+            brand_color=lab_settings.check_brand_color(self.brand_color.data),
+            logo_sha256=self.logo_sha256(lab))
