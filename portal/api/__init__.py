@@ -1,0 +1,7 @@
+"""The JSON API for billing and lab information systems (Bearer API key of one lab)."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__)
+
+from . import routes  # noqa: E402,F401

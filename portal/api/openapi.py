@@ -1,0 +1,227 @@
+"""The OpenAPI 3.1 document of the JSON API, kept true by tests against the running app."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+ISO_TIME = {"type": "string", "format": "date-time"}
+ERROR_CODES = ["unauthorized", "rate_limited", "payload_too_large", "invalid_json",
+               "validation_failed", "not_found", "idempotency_key_reused",
+               "idempotency_key_in_flight", "invalid_idempotency_key", "refund_not_allowed",
+               "gateway_not_configured", "invalid_parameter", "unavailable", "internal_error",
+               "method_not_allowed", "bad_request", "unsupported_media_type",
+               "request_entity_too_large", "too_many_requests", "forbidden", "conflict",
+               "unknown_gateway", "unknown_reference", "bad_signature", "malformed_payload",
+               "not_configured", "unknown_status", "gateway_error", "timeout", "unreachable"]
+
+LINK_EXAMPLE = {
+    "id": 42, "url": "https://pay.example-lab.com/pay/Xq3...", "qr_url":
+    "https://pay.example-lab.com/pay/Xq3.../qr.svg", "status": "created", "amount": 123450,
+    "currency": "INR", "amount_paid": 0, "bill_reference": "B-2026-0042",
+    "allow_partial": False, "gateway": "razorpay", "metadata": {"lis_order": "77881"},
+    "expires_at": "2026-11-29T10:00:00Z", "created_at": "2026-11-26T10:00:00Z"}
+REFUND_EXAMPLE = {"id": 7, "payment_id": 91, "amount": 50000, "currency": "INR",
+                  "status": "pending", "reason": "Test cancelled",
+                  "created_at": "2026-11-27T09:30:00Z"}
+PAYMENT_EXAMPLE = {
+    "id": 91, "reference": "pay_5f0c2a9b1d3e4f5a6b7c8d9e", "amount": 123450, "currency": "INR",
+    "status": "succeeded", "gateway": "razorpay", "method": "upi",
+    "gateway_transaction_id": "pay_IH3d0ara9bSsjQ", "amount_refunded": 0,
+    "created_at": "2026-11-26T10:05:00Z", "succeeded_at": "2026-11-26T10:06:10Z",
+    "refunds": []}
+
+
+def _error(code: str, message: str, fields: dict | None = None) -> dict:
+    body = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return {"error": body}
+
+
+def _response(description: str, schema_ref: str, example: dict) -> dict:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema_ref}"}, "example": example}}}
+
+
+def _errors(*statuses: int) -> dict:
+    examples = {
+        400: _error("invalid_json", "The body is not valid JSON."),
+        401: _error("unauthorized", "A valid API key is required: Authorization: Bearer <key>."),
+        404: _error("not_found", "No payment link with this id."),
+        409: _error("idempotency_key_in_flight",
+                    "A request with this Idempotency-Key is still being processed."),
+        413: _error("payload_too_large", "The body is larger than 65536 bytes."),
+        422: _error("validation_failed", "Some fields are missing or invalid.",
+                    {"amount": "Must be more than zero."}),
+        429: _error("rate_limited", "Too many requests for this API key."),
+        503: _error("unavailable", "The service is briefly unavailable; retry later."),
+    }
+    return {str(s): _response(f"Error {s}", "Error", examples[s]) for s in statuses}
+
+
+IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Replays the first answer for 24 hours for the same key and body; the same "
+                   "key with another body answers 422, and 409 while the first is running.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"], "additionalProperties": False,
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message"], "additionalProperties": False,
+            "properties": {
+                "code": {"type": "string", "enum": ERROR_CODES},
+                "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
+    "Customer": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "phone": {"type": "string", "maxLength": 30,
+                      "description": "E.164, or national in the lab's country"},
+            "email": {"type": "string", "format": "email", "maxLength": 254},
+            "external_id": {"type": "string", "maxLength": 100}}},
+    "InitiateRequest": {
+        "type": "object", "required": ["amount", "currency", "bill_reference", "customer"],
+        "additionalProperties": False,
+        "properties": {
+            "amount": {"type": "integer", "minimum": 1, "maximum": 10**12,
+                       "description": "Minor units of the currency (paise for INR)."},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "bill_reference": {"type": "string", "minLength": 1, "maxLength": 100},
+            "customer": {"$ref": "#/components/schemas/Customer"},
+            "expires_at": ISO_TIME,
+            "expires_in": {"type": "integer", "minimum": 300, "maximum": 90 * 86400,
+                           "description": "Seconds from now; or give expires_at."},
+            "gateway": {"type": "string", "enum": ["stripe", "razorpay", "phonepe",
+                                                   "phonepe_v1", "paytabs", "square",
+                                                   "pesopay", "sandbox"]},
+            "notify": {"type": "array", "items": {"type": "string", "enum": ["email", "sms"]},
+                       "uniqueItems": True},
+            "allow_partial": {"type": "boolean"},
+            "description": {"type": "string", "maxLength": 500},
+            "metadata": {"type": "object", "maxProperties": 20,
+                         "propertyNames": {"minLength": 1, "maxLength": 40},
+                         "additionalProperties": {"type": "string", "maxLength": 500}}}},
+    "Link": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "url", "qr_url", "status", "amount", "currency", "amount_paid",
+                     "bill_reference", "allow_partial", "gateway", "metadata", "expires_at",
+                     "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "url": {"type": "string"},
+            "qr_url": {"type": "string"},
+            "status": {"type": "string", "enum": ["created", "partially_paid", "paid",
+                                                  "expired", "cancelled"]},
+            "amount": {"type": "integer"}, "currency": {"type": "string"},
+            "amount_paid": {"type": "integer"}, "bill_reference": {"type": "string"},
+            "allow_partial": {"type": "boolean"}, "gateway": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "expires_at": ISO_TIME, "created_at": ISO_TIME,
+            "payments": {"type": "array", "items": {"$ref": "#/components/schemas/Payment"}}}},
+    "Payment": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "reference", "amount", "currency", "status", "gateway",
+                     "amount_refunded", "created_at", "refunds"],
+        "properties": {
+            "id": {"type": "integer"}, "reference": {"type": "string"},
+            "amount": {"type": "integer"}, "currency": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "succeeded", "failed",
+                                                  "partially_refunded", "refunded"]},
+            "gateway": {"type": "string"}, "method": {"type": ["string", "null"]},
+            "gateway_transaction_id": {"type": ["string", "null"]},
+            "amount_refunded": {"type": "integer"},
+            "created_at": ISO_TIME, "succeeded_at": {"type": ["string", "null"],
+                                                     "format": "date-time"},
+            "refunds": {"type": "array", "items": {"$ref": "#/components/schemas/Refund"}}}},
+    "RefundRequest": {
+        "type": "object", "required": ["payment_id", "amount"], "additionalProperties": False,
+        "properties": {
+            "payment_id": {"type": "integer", "minimum": 1},
+            "amount": {"type": "integer", "minimum": 1, "maximum": 10**12},
+            "reason": {"type": "string", "maxLength": 200}}},
+    "Refund": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "payment_id", "amount", "currency", "status", "reason",
+                     "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "payment_id": {"type": "integer"},
+            "amount": {"type": "integer"}, "currency": {"type": "string"},
+            "status": {"type": "string", "enum": ["awaiting_approval", "pending",
+                                                  "succeeded", "failed", "rejected"]},
+            "reason": {"type": "string"}, "created_at": ISO_TIME}},
+    "WebhookAck": {"type": "object"},
+}
+
+
+def document(base_url: str) -> dict:
+    status_example = {**LINK_EXAMPLE, "status": "paid", "amount_paid": 123450,
+                      "payments": [PAYMENT_EXAMPLE]}
+    return deepcopy({
+        "openapi": "3.1.0",
+        "info": {"title": "Lab payment links API", "version": "1.0.0",
+                 "description": "Create payment links, follow them and refund payments. "
+                                "Amounts are integers in the currency's minor unit."},
+        "servers": [{"url": base_url}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/payments/initiate": {"post": {
+                "operationId": "initiatePayment", "summary": "Create a payment link",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/InitiateRequest"},
+                    "example": {"amount": 123450, "currency": "INR",
+                                "bill_reference": "B-2026-0042",
+                                "customer": {"name": "Asha Rao", "phone": "+919876543210",
+                                             "email": "asha@example.com"},
+                                "expires_in": 259200, "notify": ["sms"],
+                                "metadata": {"lis_order": "77881"}}}}},
+                "responses": {"201": _response("The link", "Link", LINK_EXAMPLE),
+                              **_errors(400, 401, 409, 413, 422, 429, 503)}}},
+            "/payments/status/{id}": {"get": {
+                "operationId": "paymentStatus", "summary": "A link, its payments and refunds",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "integer", "minimum": 1}},  # larger ids: 404
+                    {"name": "refresh", "in": "query", "required": False,
+                     "description": "Ask the gateway about pending payments first.",
+                     "schema": {"type": "string", "enum": ["true", "false"]}}],
+                "responses": {"200": _response("The link", "Link", status_example),
+                              **_errors(400, 401, 404, 429, 503)}}},
+            "/payments/refund": {"post": {
+                "operationId": "refundPayment", "summary": "Refund a payment, fully or partly",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/RefundRequest"},
+                    "example": {"payment_id": 91, "amount": 50000,
+                                "reason": "Test cancelled"}}}},
+                "responses": {"201": _response("The refund", "Refund", REFUND_EXAMPLE),
+                              **_errors(400, 401, 404, 409, 413, 422, 429, 503)}}},
+            "/payments/webhook/{gateway}": {"post": {
+                "operationId": "gatewayWebhook",
+                "summary": "Gateway notifications (signed by the gateway, not an API key)",
+                "security": [],
+                "parameters": [{"name": "gateway", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {}},
+                    "application/x-www-form-urlencoded": {"schema": {}}}},
+                "responses": {
+                    "200": {"description": "Received (or ignored); PesoPay gets text OK",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/WebhookAck"}},
+                                "text/plain": {"schema": {"type": "string"}}}},
+                    "400": _response("Refused: bad signature or payload; nothing changed",
+                                     "Error", _error("bad_signature",
+                                                     "Signature verification failed.")),
+                    "413": _response("Too large", "Error",
+                                     _error("request_entity_too_large", "Too large.")),
+                    "503": _response("Could not be confirmed now; send again", "Error",
+                                     _error("gateway_error", "Gateway unavailable."))}}},
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                           "description": "An API key from /admin/api-keys"}},
+            "schemas": SCHEMAS},
+    })

@@ -1,0 +1,230 @@
+"""`/payments/*` for other systems: initiate, status, refund. Bearer API key of one lab."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from flask import Response, current_app, g, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from gateways import GATEWAYS
+from gateways.base import GatewayError
+
+from ..extensions import csrf, db_session
+from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
+from ..services import idempotency
+from ..services.api_keys import authenticate_api_key
+from ..services.checkout import fetch_and_apply
+from ..services.keys import is_configured
+from ..services.links import create_link, get_link, patient_url
+from ..services.refunds import RefundNotAllowed, request_refund
+from . import bp
+from .errors import ApiError
+from .openapi import document
+from .ratelimit import RateLimiter
+from .validation import parse_initiate, parse_refund
+
+MAX_BODY = 64 * 1024
+MAX_ID = 2**63 - 1  # the largest id a database row can have
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _limiter() -> RateLimiter:
+    limiter = current_app.extensions.get("portal_api_limiter")
+    if limiter is None:
+        limiter = RateLimiter(int(current_app.config["PORTAL_API_RATE_LIMIT"]))
+        current_app.extensions["portal_api_limiter"] = limiter
+    return limiter
+
+
+@bp.before_request
+def authenticate():
+    if request.endpoint == "api.openapi":
+        return None
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {MAX_BODY} bytes.")
+    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    session = db_session()
+    key = authenticate_api_key(session, presented.strip()) if scheme.lower() == "bearer" \
+        else None
+    if key is None:
+        session.rollback()
+        raise ApiError(401, "unauthorized", "A valid API key is required: "
+                       "Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"})
+    session.commit()
+    wait = _limiter().take(key.id)
+    if wait:
+        raise ApiError(429, "rate_limited", "Too many requests for this API key.",
+                       headers={"Retry-After": str(wait)})
+    g.api_key_id = key.id
+    g.lab_id = key.lab_id
+    session.commit()
+    return None
+
+
+def _lab() -> Lab:
+    return db_session().get(Lab, g.lab_id)
+
+
+@bp.errorhandler(ApiError)
+def api_error(exc: ApiError):
+    return exc.response()
+
+
+@bp.errorhandler(OperationalError)
+def database_down(exc):
+    db_session().rollback()
+    current_app.logger.error("API: database unavailable: %s", type(exc).__name__)
+    return ApiError(503, "unavailable", "The service is briefly unavailable; retry later.",
+                    headers={"Retry-After": "5"}).response()
+
+
+def _json_body():
+    raw = request.get_data(cache=True)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {MAX_BODY} bytes.")
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+
+
+def idempotent(view):
+    """Replays the first answer for a repeated Idempotency-Key with the same body."""
+    def wrapper(*args, **kwargs):
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not 0 < len(key) <= 255 or not key.isprintable():
+            raise ApiError(400, "invalid_idempotency_key",
+                           "Idempotency-Key must be 1 to 255 printable characters.")
+        session = db_session()
+        print_ = idempotency.fingerprint(request.method, request.path,
+                                         request.get_data(cache=True))
+        try:
+            stored = idempotency.begin(session, g.lab_id, key, print_)
+        except idempotency.KeyReused:
+            raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with "
+                           "a different request.") from None
+        except idempotency.KeyInFlight:
+            raise ApiError(409, "idempotency_key_in_flight", "A request with this "
+                           "Idempotency-Key is still being processed.") from None
+        if stored is not None:
+            response = Response(stored.body, stored.status, mimetype="application/json")
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+        except ApiError as exc:
+            response = exc.response()
+        except Exception:
+            idempotency.abandon(session, g.lab_id, key)
+            raise
+        if response.status_code >= 500:
+            idempotency.abandon(session, g.lab_id, key)
+        else:
+            session.rollback()
+            idempotency.finish(session, g.lab_id, key, response.status_code,
+                               response.get_data(as_text=True))
+        return response
+    wrapper.__name__ = view.__name__
+    return wrapper
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def link_json(link: OnlinePayment) -> dict:
+    url = patient_url(current_app.config["PORTAL_BASE_URL"], link.token)
+    return {"id": link.id, "url": url, "qr_url": f"{url}/qr.svg",
+            "status": link.effective_status().value, "amount": link.amount,
+            "currency": link.currency, "amount_paid": link.amount_paid,
+            "bill_reference": link.bill_reference, "allow_partial": link.allow_partial,
+            "gateway": link.gateway, "metadata": link.metadata_json or {},
+            "expires_at": _iso(link.expires_at), "created_at": _iso(link.created_at)}
+
+
+def refund_json(refund) -> dict:
+    return {"id": refund.id, "payment_id": refund.payment_id, "amount": refund.amount,
+            "currency": refund.payment.currency, "status": refund.status.value,
+            "reason": refund.reason, "created_at": _iso(refund.created_at)}
+
+
+def payment_json(payment: Payment) -> dict:
+    return {"id": payment.id, "reference": payment.reference, "amount": payment.amount,
+            "currency": payment.currency, "status": payment.status.value,
+            "gateway": payment.gateway, "method": payment.method,
+            "gateway_transaction_id": payment.gateway_transaction_id,
+            "amount_refunded": payment.amount_refunded,
+            "created_at": _iso(payment.created_at), "succeeded_at": _iso(payment.succeeded_at),
+            "refunds": [refund_json(r) for r in payment.refunds]}
+
+
+@bp.post("/payments/initiate")
+@csrf.exempt
+@idempotent
+def initiate():
+    body = _json_body()
+    session = db_session()
+    lab = _lab()
+    configured = {name for name in GATEWAYS if is_configured(session, lab.id, name)}
+    data, metadata = parse_initiate(body, lab=lab, gateways=configured, now=utcnow())
+    if data.gateway is None and lab.default_gateway not in configured:
+        raise ApiError(422, "gateway_not_configured",
+                       "The lab has no payment gateway set up yet.")
+    link = create_link(session, lab, data, user_id=None)
+    link.metadata_json = metadata
+    session.commit()
+    current_app.logger.info("API key %s created link %s", g.api_key_id, link.id)
+    return jsonify(link_json(link)), 201
+
+
+@bp.get("/payments/status/<int:link_id>")
+def status(link_id: int):
+    session = db_session()
+    link = get_link(session, g.lab_id, link_id) if link_id <= MAX_ID else None
+    if link is None:
+        raise ApiError(404, "not_found", "No payment link with this id.")
+    if request.args.get("refresh", "false").lower() not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_parameter", "refresh must be true or false.")
+    if request.args.get("refresh", "false").lower() in ("true", "1"):
+        pending = [p.id for p in link.payments if p.status == PaymentStatus.PENDING]
+        session.commit()
+        for payment_id in pending:  # the same path reconciliation uses
+            try:
+                fetch_and_apply(session, current_app.config, payment_id)
+            except GatewayError as exc:
+                session.rollback()
+                current_app.logger.warning("API refresh of payment %s: %s", payment_id,
+                                           exc.code)
+        link = get_link(session, g.lab_id, link_id)
+    body = link_json(link)
+    body["payments"] = [payment_json(p) for p in link.payments]
+    return jsonify(body)
+
+
+@bp.post("/payments/refund")
+@csrf.exempt
+@idempotent
+def refund():
+    session = db_session()
+    payment_id, amount, reason = parse_refund(_json_body())
+    payment = session.scalar(select(Payment).where(Payment.id == payment_id,
+                                                   Payment.lab_id == g.lab_id))
+    if payment is None:
+        raise ApiError(404, "not_found", "No payment with this id.")
+    try:
+        refund = request_refund(session, current_app.config, payment.id, amount, reason,
+                                user_id=None)
+    except RefundNotAllowed as exc:
+        session.rollback()
+        raise ApiError(422, "refund_not_allowed", str(exc)) from None
+    return jsonify(refund_json(refund)), 201
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(document(current_app.config["PORTAL_BASE_URL"]))

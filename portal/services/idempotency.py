@@ -1,0 +1,91 @@
+"""Idempotency keys as Stripe has them: the first response is kept and replayed for 24 hours.
+
+The same key with another body is refused; a request arriving while the first with its key is
+still running is refused too. Keys are per lab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..models import IdempotencyKey, utcnow
+
+KEEP_FOR = timedelta(hours=24)
+# A request that never finished (its process died) stops blocking its key after this.
+IN_FLIGHT_FOR = timedelta(minutes=2)
+
+
+class KeyInFlight(Exception):
+    pass
+
+
+class KeyReused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Stored:
+    status: int
+    body: str
+
+
+def fingerprint(method: str, path: str, raw_body: bytes) -> str:
+    """The same request whatever the key order or spacing of its JSON."""
+    try:
+        canonical = json.dumps(json.loads(raw_body), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = raw_body.decode("utf-8", "replace")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def begin(session: Session, lab_id: int, key: str, print_: str) -> Stored | None:
+    """Reserves `key` (committed) and returns None, or returns the response to replay."""
+    now = utcnow()
+    session.execute(delete(IdempotencyKey).where(
+        IdempotencyKey.lab_id == lab_id, IdempotencyKey.key == key,
+        (IdempotencyKey.created_at < now - KEEP_FOR)
+        | (IdempotencyKey.in_flight.is_(True) & (IdempotencyKey.created_at < now - IN_FLIGHT_FOR))))
+    try:
+        with session.begin_nested():
+            session.add(IdempotencyKey(lab_id=lab_id, key=key, fingerprint=print_,
+                                       in_flight=True, created_at=now))
+        session.commit()
+        return None
+    except IntegrityError:
+        session.rollback()
+    row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.lab_id == lab_id,
+                                                      IdempotencyKey.key == key))
+    session.commit()
+    if row is None:  # finished and pruned between our two statements: a fresh start
+        return begin(session, lab_id, key, print_)
+    if row.fingerprint != print_:
+        raise KeyReused()
+    if row.in_flight:
+        raise KeyInFlight()
+    return Stored(row.response_status, row.response_body)
+
+
+def finish(session: Session, lab_id: int, key: str, status: int, body: str) -> None:
+    row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.lab_id == lab_id,
+                                                      IdempotencyKey.key == key))
+    if row is not None:
+        row.in_flight = False
+        row.response_status = status
+        row.response_body = body
+    session.commit()
+
+
+def abandon(session: Session, lab_id: int, key: str) -> None:
+    """A request that failed on our side: the client may retry with the same key."""
+    session.rollback()
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.lab_id == lab_id,
+                                                 IdempotencyKey.key == key,
+                                                 IdempotencyKey.in_flight.is_(True)))
+    session.commit()
