@@ -18,11 +18,10 @@ from ..models import (
     CustomerPaymentProfile,
     OnlinePayment,
     Payment,
-    PaymentStatus,
     utcnow,
 )
 from ..phones import to_e164
-from .events import Applied, lock_link
+from .events import Applied
 from .profiles import ProfileError, charge_profile, delete_profile
 
 PAGE_SIZE = 25
@@ -132,24 +131,13 @@ def charge_saved_method(session: Session, config: Mapping, customer: Customer,
                         user_id: int | None, ip: str | None = None) -> tuple[Payment, Applied]:
     """Charges what `link` still owes to the patient's saved method; one charge at a time.
 
-    The link's row lock is held from the check for a charge in flight until the new pending
-    payment is committed, so a double-click or a second desk charges the card once.
+    The guard against a second charge in flight lives in `profiles.charge_profile`.
     """
     if link.lab_id != customer.lab_id or link.customer_id != customer.id:
         raise ProfileError("This link is not one of the patient's.")
     if not can_charge(profile):
         raise ProfileError("This gateway cannot charge saved methods.")
-    lock_link(session, link.id)
-    in_flight = session.scalar(select(Payment.id).where(
-        Payment.online_payment_id == link.id, Payment.method == "saved_card",
-        Payment.status == PaymentStatus.PENDING).limit(1))
-    if in_flight is not None:
-        raise ProfileError("A charge to a saved method is already in progress for this link. "
-                           "Wait for the gateway's answer.")
-    try:
-        return charge_profile(session, config, link, profile, user_id=user_id, ip=ip)
-    except GatewayError as exc:  # e.g. the lab's keys for that gateway were removed
-        raise ProfileError(exc.message) from None
+    return charge_profile(session, config, link, profile, user_id=user_id, ip=ip)
 
 
 def remove_profile(session: Session, config: Mapping, profile: CustomerPaymentProfile, *,

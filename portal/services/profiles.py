@@ -101,13 +101,23 @@ def charge_profile(session: Session, config: Mapping, link: OnlinePayment,
     if profile.deleted_at is not None or profile.customer_id != link.customer_id \
             or profile.lab_id != link.lab_id:
         raise ProfileError("This saved method does not belong to the link's patient.")
-    gateway = configured_gateway(session, config, link.lab_id, profile.gateway)
+    try:
+        gateway = configured_gateway(session, config, link.lab_id, profile.gateway)
+    except GatewayError as exc:  # e.g. the lab's keys for that gateway were removed
+        raise ProfileError(exc.message) from None
     if Capability.SAVED_METHODS not in type(gateway).capabilities:
         raise ProfileError("This gateway cannot charge saved methods.")
     secrets = type(gateway).secret_values(gateway.credentials)
+    # The link's row lock is held from this check until the pending payment is committed,
+    # so a double-click or a second desk charges the card once.
     link = lock_link(session, link.id)
     if link.effective_status() not in OPEN_LINK_STATES:
         raise ProfileError("This link can no longer be paid.")
+    if session.scalar(select(Payment.id).where(
+            Payment.online_payment_id == link.id, Payment.method == "saved_card",
+            Payment.status == PaymentStatus.PENDING).limit(1)) is not None:
+        raise ProfileError("A charge to a saved method is already in progress for this link. "
+                           "Wait for the gateway's answer.")
     payment = Payment(lab_id=link.lab_id, online_payment=link, reference=new_reference(),
                       amount=link.outstanding, currency=link.currency, gateway=profile.gateway,
                       status=PaymentStatus.PENDING, method="saved_card",
