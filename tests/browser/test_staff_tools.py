@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from tests.browser.test_axe import audit  # noqa: F401  the axe-core fixture
@@ -40,5 +42,9 @@ def test_the_slip_prints_without_its_toolbar(page, live_server, build, lab, staf
 
     page.emulate_media(media="screen")
     page.get_by_role("link", name="80 mm receipt").click()
+    expect(page).to_have_url(re.compile(r"paper=80mm"))
+    # the click navigates: wait until the new page's own stylesheet has laid the sheet out
+    page.wait_for_function(
+        "() => document.querySelector('.sheet')?.getBoundingClientRect().width < 600")
     width = page.evaluate("() => document.querySelector('.sheet').getBoundingClientRect().width")
     assert 295 < width < 310  # 80 mm at 96 px to the inch is 302 px
