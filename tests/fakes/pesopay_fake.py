@@ -212,14 +212,6 @@ class FakePesoPay(FakeServer):
                 return Response(fault.body, status=fault.status, content_type=fault.content_type)
         return response
 
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self.lock:
-            for fault in self._faults:
-                if fault.path is None or path.startswith(fault.path):
-                    self._faults.remove(fault)
-                    return fault
-        return None
-
     def _route(self, request: Request) -> Response:
         if request.method == "POST" and request.path == PAY_FORM:
             return self._pay_form(request.form.to_dict())

@@ -18,7 +18,6 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -26,6 +25,7 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import FakeServer
+from tests.fakes.server import Fault as _Fault
 
 MERCHANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 DEFAULT_EXPIRE_AFTER = 1200
@@ -62,19 +62,6 @@ class SentCallback(NamedTuple):
     @property
     def json(self) -> dict:
         return json.loads(self.body)
-
-
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: bytes = b""
-    content_type: str = "application/json"
-    after: bool = False
-    delay: float = 0.0
-
-    def response(self) -> Response:
-        return Response(self.body, status=self.status, content_type=self.content_type)
 
 
 class FakePhonePe(FakeServer):
@@ -195,14 +182,6 @@ class FakePhonePe(FakeServer):
         with self.lock:
             response = self._api(request)
         return fault.response() if fault else response
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self.lock:
-            for fault in self._faults:
-                if fault.path is None or path.startswith(fault.path):
-                    self._faults.remove(fault)
-                    return fault
-        return None
 
     def _api(self, request: Request) -> Response:
         path, method = request.path, request.method

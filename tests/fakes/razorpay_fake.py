@@ -16,7 +16,6 @@ import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -26,6 +25,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import FakeServer
+from tests.fakes.server import Fault as _Fault
 
 MIN_EXPIRY = 15 * 60
 MAX_EXPIRY = 183 * 24 * 3600  # "cannot exceed six months from the date of creation"
@@ -92,19 +92,6 @@ class SentEvent(SentEventBase):
     @property
     def json(self) -> dict:
         return json.loads(self.body)
-
-
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: bytes = b""
-    content_type: str = "application/json"
-    after: bool = False
-    delay: float = 0.0
-
-    def response(self) -> Response:
-        return Response(self.body, status=self.status, content_type=self.content_type)
 
 
 API = Map([Rule(path, methods=[method], endpoint=endpoint) for method, path, endpoint in [
@@ -308,14 +295,6 @@ class FakeRazorpay(FakeServer):
         with self.lock:
             response = self._api(request)
         return fault.response() if fault else response
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self.lock:
-            for fault in self._faults:
-                if fault.path is None or path.startswith(fault.path):
-                    self._faults.remove(fault)
-                    return fault
-        return None
 
     def _api(self, request: Request) -> Response:
         try:

@@ -21,12 +21,28 @@ class Recorded:
     json: Any = None
 
 
+@dataclass
+class Fault:
+    """A canned failure for the next API call whose path starts with `path` (None: any)."""
+
+    path: str | None
+    status: int = 0
+    body: bytes = b""
+    content_type: str = "application/json"
+    after: bool = False  # do the work, then lose the answer
+    delay: float = 0.0
+
+    def response(self) -> Response:
+        return Response(self.body, status=self.status, content_type=self.content_type)
+
+
 class FakeServer:
     """Subclasses implement `handle(request) -> Response`; every request is recorded."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.lock = threading.RLock()
+        self._faults: list = []
         self._server = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -67,6 +83,15 @@ class FakeServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def _take_fault(self, path: str):
+        """The first queued fault for `path`, removed from the queue; None when there is none."""
+        with self.lock:
+            for fault in self._faults:
+                if fault.path is None or path.startswith(fault.path):
+                    self._faults.remove(fault)
+                    return fault
+        return None
 
     def requests_to(self, method: str, path_prefix: str) -> list[Recorded]:
         with self.lock:

@@ -20,7 +20,6 @@ import string
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import FakeServer
+from tests.fakes.server import Fault as _Fault
 
 ALNUM = string.ascii_letters + string.digits
 UPPER = string.ascii_uppercase + string.digits
@@ -89,19 +89,6 @@ class SentEvent(NamedTuple):
     @property
     def json(self) -> dict:
         return json.loads(self.body)
-
-
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: bytes = b""
-    content_type: str = "application/json"
-    after: bool = False
-    delay: float = 0.0
-
-    def response(self) -> Response:
-        return Response(self.body, status=self.status, content_type=self.content_type)
 
 
 API = Map([Rule(path, methods=[method], endpoint=endpoint) for method, path, endpoint in [
@@ -261,14 +248,6 @@ class FakeSquare(FakeServer):
         with self.lock:
             response = self._api(request)
         return fault.response() if fault else response
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self.lock:
-            for fault in self._faults:
-                if fault.path is None or path.startswith(fault.path):
-                    self._faults.remove(fault)
-                    return fault
-        return None
 
     def _api(self, request: Request) -> Response:
         try:
