@@ -38,10 +38,17 @@ def limits() -> Limits:
 
 
 def begin(db: Session, user: User) -> None:
-    """Signs `user` in on this browser under a new session id; the caller commits."""
+    """Signs `user` in on this browser under a new session id; the caller commits.
+
+    A session this browser had (another user's, or the one being renewed) ends here.
+    """
+    now = utcnow()
+    previous = g.get("staff_session")
+    if previous is not None:
+        staff_sessions.end(db, previous, now)
     raw, row = staff_sessions.start(db, user, ip=client_ip(),
                                     user_agent=request.headers.get("User-Agent"),
-                                    now=utcnow(), limits=limits())
+                                    now=now, limits=limits())
     for key in LOGIN_KEYS:
         cookie_session.pop(key, None)
     cookie_session[SESSION_ID] = raw

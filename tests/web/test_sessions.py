@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from portal.models import ApiKey, AuditLog, StaffSession, User, utcnow
+from portal.services import users
 from portal.services.staff_sessions import describe_device
 from tests.conftest import PASSWORD, csrf_from, sign_in
 from tests.web.helpers import start_payment
@@ -139,6 +140,17 @@ def test_a_forged_session_id_is_refused(app, staff_client):
     data["sid"] = "x" * 43
     forged = SecureCookieSessionInterface().get_signing_serializer(app).dumps(data)
     assert replay(app, forged).get("/links").status_code == 302
+
+
+def test_signing_in_as_someone_else_ends_this_browsers_session(app, admin_client, admin,
+                                                                staff, db):
+    invite = f"/invite?token={users.invite_token(app.config['SECRET_KEY'], staff)}"
+    copy = stolen_cookie(admin_client)
+    new = "a brand new passphrase"
+    assert post(admin_client, invite, invite, password=new, confirm=new).status_code == 303
+    assert admin_client.get("/account").get_data(as_text=True).count(staff.email) >= 1
+    assert replay(app, copy).get("/links").status_code == 302
+    assert [r.revoked_at is not None for r in rows_of(db, admin)] == [True]
 
 
 # --- all devices, from the user's own page and by an admin -------------------------------
