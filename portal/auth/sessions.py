@@ -75,8 +75,9 @@ def current_session_id() -> int | None:
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     """The user of a live session, else None with the cookie emptied and the reason kept."""
-    found = staff_sessions.check(db_session(), cookie_session.get(SESSION_ID),
-                                 int(user_id) if user_id.isdigit() else -1,
+    user_id = str(user_id)
+    uid = int(user_id) if user_id.isascii() and user_id.isdigit() else -1
+    found = staff_sessions.check(db_session(), cookie_session.get(SESSION_ID), uid,
                                  now=utcnow(), limits=limits())
     if isinstance(found, Ended):
         return _refuse(found)
