@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +28,13 @@ def _read_or_create(path: Path, make) -> str:
     return value
 
 
+def _positive_number(environ, name: str, default: str) -> float:
+    value = float(environ.get(name, default))
+    if not (math.isfinite(value) and 0 < value <= 10_000):
+        raise ValueError(f"{name} must be above 0 and at most 10000, not {value}")
+    return value
+
+
 def load_settings(instance_path: str, environ=os.environ) -> dict:
     instance = Path(instance_path)
     base_url = environ.get("PORTAL_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
@@ -35,6 +43,7 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         instance / "secret_key", lambda: secrets.token_urlsafe(48))
     encryption_keys = environ.get("PORTAL_ENCRYPTION_KEYS") or _read_or_create(
         instance / "encryption_keys", lambda: Fernet.generate_key().decode())
+    session_max_hours = _positive_number(environ, "PORTAL_SESSION_MAX_HOURS", "12")
     settings = {
         "SECRET_KEY": secret_key,
         "PORTAL_DATABASE_URL": database_url,
@@ -51,7 +60,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": base_url.startswith("https://"),
-        "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+        "PERMANENT_SESSION_LIFETIME": int(session_max_hours * 3600),
+        # Staff sessions end on the server after this long without a request, and after
+        # PORTAL_SESSION_MAX_HOURS whatever happens (portal/services/staff_sessions.py).
+        "PORTAL_SESSION_IDLE_MINUTES": _positive_number(environ, "PORTAL_SESSION_IDLE_MINUTES",
+                                                        "30"),
+        "PORTAL_SESSION_MAX_HOURS": session_max_hours,
         "WTF_CSRF_TIME_LIMIT": None,  # tied to the session instead; a long form stays valid
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "PORTAL_API_RATE_LIMIT": int(environ.get("PORTAL_API_RATE_LIMIT", "120")),

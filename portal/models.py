@@ -222,6 +222,23 @@ class User(TimestampMixin, Base):
         return self.role == Role.ADMIN
 
 
+class StaffSession(Base):
+    """One signed-in browser of a user. The cookie holds a random id; only its hash is kept."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    device: Mapped[str] = mapped_column(String(100), default="")  # e.g. "Chrome on Windows"
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
 class LoginThrottle(Base):
     """Failed sign-ins per key (`email:...` or `ip:...`) in the current window."""
 

@@ -1,11 +1,13 @@
-"""/admin/users: add people by invite link or one-time password, roles, deactivation."""
+"""/admin/users: add people by invite link or one-time password, roles, deactivation, and
+signing someone out of every device."""
 
 from flask import abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 
+from ..auth.sessions import limits as session_limits
 from ..extensions import db_session
-from ..models import Role
-from ..services import users
+from ..models import Role, utcnow
+from ..services import staff_sessions, users
 from ..tenancy import admin_required, client_ip, current_lab
 from . import bp
 from .user_forms import NewUserForm, ResetAccessForm, RoleForm
@@ -31,8 +33,11 @@ def _render_list(form: NewUserForm, access: users.Access | None = None, status: 
 def _render_user(user, *, role_form=None, reset_form=None, access=None, error=None,
                  status: int = 200):
     role_form = role_form or RoleForm(formdata=None, role=user.role.value)
+    open_sessions = staff_sessions.active(db_session(), user.id, now=utcnow(),
+                                          limits=session_limits())
     return render_template(
         "admin/user.html", lab=current_lab(), user=user, role_form=role_form,
+        open_sessions=open_sessions,
         reset_form=reset_form or ResetAccessForm(formdata=None), access=access, error=error,
         invite_url=_invite_url(access and access.invite_token),
         must_change=users.must_change_password(current_app.config["SECRET_KEY"], user)
@@ -110,6 +115,22 @@ def user_deactivate(user_id: int):
                             error=str(exc), status=409)
     session.commit()
     flash(f"{user.email} is deactivated and signed out.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user_id), 303)
+
+
+@bp.post("/admin/users/<int:user_id>/sign-out")
+@admin_required
+def user_sign_out(user_id: int):
+    session = db_session()
+    user = users.get_user(session, current_user.lab_id, user_id) or abort(404)
+    try:
+        users.sign_out_everywhere(session, current_user.lab_id, user_id,
+                                  actor_id=current_user.id, ip=client_ip())
+    except users.UserError as exc:
+        session.rollback()
+        return _render_user(user, error=str(exc), status=409)
+    session.commit()
+    flash(f"{user.email} is signed out on every device.", "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
 
 

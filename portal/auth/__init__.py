@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from . import password, routes  # noqa: E402,F401
+from . import password, routes, sessions  # noqa: E402,F401

@@ -1,49 +1,33 @@
 """Accepting an invite, setting one's own password (forced after a one-time password), and
-sessions that end when the password changes."""
+one's own account page: the open sessions, and signing out of every other device."""
 
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask import session as cookie_session
-from flask_login import current_user, login_required, login_user, logout_user, user_logged_in
+from flask_login import current_user, login_required
 
 from ..admin.user_forms import ChangePasswordForm, SetPasswordForm
 from ..extensions import db_session
-from ..services import users
+from ..models import utcnow
+from ..services import staff_sessions, users
 from ..services.auth import verify_password
 from ..tenancy import client_ip
-from . import bp
+from . import bp, sessions
 
 # Reachable while a one-time password is still in use; everything else sends you to change it.
 OPEN_WITH_ONE_TIME_PASSWORD = frozenset({"auth.change_password", "auth.logout"})
-PASSWORD_IN_SESSION = "password_fp"
 
 
 def _must_change(user) -> bool:
     return users.must_change_password(current_app.config["SECRET_KEY"], user)
 
 
-def _bind_session(user) -> None:
-    cookie_session[PASSWORD_IN_SESSION] = users.password_fingerprint(user.password_hash)
-
-
-@user_logged_in.connect
-def _on_sign_in(_app, user, **_extra) -> None:
-    _bind_session(user)
-
-
 @bp.before_app_request
-def session_follows_the_password():
-    """Ends a session whose user's password changed since; enforces a one-time password's change.
-
-    A reset, a deactivation or a new password elsewhere replaces the hash, so without this an
-    old cookie would live on (and come back to life when a deactivated user is reactivated).
-    """
-    if request.endpoint in (None, "static") or not current_user.is_authenticated:
+def one_time_password_first():
+    """Someone signed in with a one-time password chooses their own before anything else."""
+    if request.endpoint in (None, "static") or request.blueprint in sessions.NO_STAFF_SESSION:
         return None
-    user = current_user._get_current_object()
-    if cookie_session.get(PASSWORD_IN_SESSION) != users.password_fingerprint(user.password_hash):
-        logout_user()
+    if not current_user.is_authenticated:
         return None
-    if request.endpoint not in OPEN_WITH_ONE_TIME_PASSWORD and _must_change(user):
+    if request.endpoint not in OPEN_WITH_ONE_TIME_PASSWORD and _must_change(current_user):
         return redirect(url_for("auth.change_password"), 303)
     return None
 
@@ -67,8 +51,8 @@ def accept_invite():
         except ValueError as exc:
             form.password.errors.append(str(exc))
         else:
+            sessions.begin(session, user)
             session.commit()
-            login_user(user)
             flash("Welcome! Your password is set.", "success")
             return redirect(url_for("main.dashboard"), 303)
     status = 422 if request.method == "POST" else 200
@@ -93,9 +77,36 @@ def change_password():
             except ValueError as exc:
                 form.password.errors.append(str(exc))
             else:
+                sessions.begin(session, user)  # every session ended; this browser gets a new one
                 session.commit()
-                _bind_session(user)  # this session goes on; others of this user end
-                flash("Your password is changed.", "success")
+                flash("Your password is changed. You are signed out on every other device.",
+                      "success")
                 return redirect(url_for("main.dashboard"), 303)
     status = 422 if request.method == "POST" else 200
     return render_template("auth/password.html", form=form, forced=forced), status
+
+
+@bp.get("/account")
+@login_required
+def account():
+    session = db_session()
+    open_sessions = staff_sessions.active(session, current_user.id, now=utcnow(),
+                                          limits=sessions.limits())
+    return render_template("auth/account.html", open_sessions=open_sessions,
+                           this_session=sessions.current_session_id(),
+                           lab=current_user.lab)
+
+
+@bp.post("/account/sign-out-others")
+@login_required
+def sign_out_others():
+    """Ends every session of this user, this one's id too (a copy of the cookie may be out
+    there), and signs this browser back in under a new id: the person stays where they are."""
+    session = db_session()
+    user = current_user._get_current_object()
+    staff_sessions.revoke_for_user(session, user, actor_id=user.id, ip=client_ip(),
+                                   now=utcnow(), scope="self")
+    sessions.begin(session, user)
+    session.commit()
+    flash("You are signed out on every other device. You stay signed in here.", "success")
+    return redirect(url_for("auth.account"), 303)

@@ -1,21 +1,14 @@
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required
 
-from ..extensions import db_session, login_manager
-from ..models import User
+from ..extensions import db_session
 from ..services.audit import audit
 from ..services.auth import authenticate, safe_next_url
 from ..tenancy import client_ip
-from . import bp
+from . import bp, sessions
 from .forms import LoginForm
 
 GENERIC_FAILURE = "That email and password do not match an active account."
-
-
-@login_manager.user_loader
-def load_user(user_id: str):
-    user = db_session().get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and user.active else None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -33,8 +26,8 @@ def login():
             audit(session, lab_id=result.user.lab_id, user_id=result.user.id,
                   action="user.login", object_type="user", object_id=result.user.id,
                   ip=client_ip())
+            sessions.begin(session, result.user)
             session.commit()
-            login_user(result.user)
             return redirect(safe_next_url(form.next.data) or url_for("main.dashboard"))
         session.commit()
         status = 429 if result.locked_minutes else 401
@@ -52,6 +45,6 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
+    sessions.end_here(db_session())
     flash("You have signed out.", "info")
     return redirect(url_for("auth.login"))

@@ -8,8 +8,9 @@ too: it only rehashes when the Argon2 parameters differ, and these hashes use th
 
 Invite links are itsdangerous tokens holding the user's id and a fingerprint of the current
 password hash: setting a password changes the hash, so a link works once; it expires after
-`INVITE_MAX_AGE`. Sessions carry the same fingerprint (see `portal/auth/password.py`), so a new
-password, a reset or a deactivation ends every session of the user.
+`INVITE_MAX_AGE`. A new password, a reset, a deactivation or a reactivation ends every session
+of the user (`staff_sessions.revoke_all`); sessions also carry the fingerprint (see
+`portal/auth/sessions.py`), so a password hash changed any other way ends them too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import Lab, Role, User
+from ..models import Lab, Role, User, utcnow
+from . import staff_sessions
 from .audit import audit
 from .auth import hash_password, hasher, verify_password
 
@@ -136,6 +138,7 @@ def user_from_invite(session: Session, secret_key: str, token: str,
 
 def _issue_access(session: Session, secret_key: str, user: User, how: str) -> Access:
     """Replaces the password: a new one-time password, or an unusable one and an invite."""
+    staff_sessions.revoke_all(session, user.id, utcnow())
     if how == "password":
         password = new_one_time_password()
         user.password_hash = hash_one_time_password(secret_key, user.id, password)
@@ -223,9 +226,22 @@ def deactivate(session: Session, lab_id: int, user_id: int, *, actor_id: int | N
                                          "and cannot be deactivated.")
     user.active = False
     user.password_hash = unusable
+    staff_sessions.revoke_all(session, user.id, utcnow())
     audit(session, lab_id=lab_id, user_id=actor_id, action="user.deactivate",
           object_type="user", object_id=user.id, ip=ip)
     return user
+
+
+def sign_out_everywhere(session: Session, lab_id: int, user_id: int, *, actor_id: int | None,
+                        ip: str | None) -> int | None:
+    """An admin ends every session of another user of the lab; None if there is no such user."""
+    user = get_user(session, lab_id, user_id)
+    if user is None:
+        return None
+    if user.id == actor_id:
+        raise UserError("To sign yourself out elsewhere, use “Your account”.")
+    return staff_sessions.revoke_for_user(session, user, actor_id=actor_id, ip=ip, now=utcnow(),
+                                          scope="admin")
 
 
 def reactivate(session: Session, secret_key: str, lab_id: int, user_id: int, *, how: str,
@@ -251,5 +267,6 @@ def set_password(session: Session, user: User, password: str, *, reason: str,
     if verify_password(user.password_hash, password):
         raise ValueError("Choose a new password, not the one you signed in with.")
     user.password_hash = hash_password(password)
+    staff_sessions.revoke_all(session, user.id, utcnow())  # the caller starts a new one here
     audit(session, lab_id=user.lab_id, user_id=user.id, action="user.password_set",
           object_type="user", object_id=user.id, ip=ip, reason=reason)
