@@ -267,6 +267,7 @@ def gunicorn_logger_class():
     class GunicornLogger(Logger):
         def setup(self, cfg) -> None:
             super().setup(cfg)
+            remember(settings_secrets(os.environ))  # the arbiter may never build the app
             install_on(*self.error_log.handlers, *self.access_log.handlers)
 
     return GunicornLogger
