@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from .models import Lab, Role, User
 
-DEMO_PASSWORD = "demo-pass-123"
+DEMO_PASSWORD = "demo-pass-123"  # nosec B105  # the documented demo password (DESIGN §7)
 
 
 def _session():

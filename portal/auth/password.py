@@ -14,7 +14,7 @@ from . import bp
 
 # Reachable while a one-time password is still in use; everything else sends you to change it.
 OPEN_WITH_ONE_TIME_PASSWORD = frozenset({"auth.change_password", "auth.logout"})
-PASSWORD_IN_SESSION = "password_fp"
+PASSWORD_IN_SESSION = "password_fp"  # nosec B105  # a session key name, not a password
 
 
 def _must_change(user) -> bool:
