@@ -12,10 +12,16 @@ import base64
 import io
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+import requests
 from werkzeug.wrappers import Request, Response
 
 from gateways.base import GatewayError
@@ -225,3 +231,42 @@ def test_gunicorn_error_and_access_logs(tmp_path, monkeypatch):
     assert "Invalid request from ip=10.0.0.1" in errors
     assert '"GET /send?api_key=…[masked] HTTP/1.1" 401' in access
     assert SMS_KEY not in errors + access
+
+
+def test_portal_serve_masks_worker_lines_with_settings_and_stored_secrets(app, db, build,
+                                                                         tmp_path):
+    """The real server: gunicorn's arbiter and worker processes, the app built after fork."""
+    lab = build.lab(sandbox_secret="whsec_stored-only-in-the-database-0007")
+    assert lab.id
+    db.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PORTAL_DATABASE_URL": app.config["PORTAL_DATABASE_URL"],
+           "PORTAL_SMS_HTTP_API_KEY": SMS_KEY, "PYTHONUNBUFFERED": "1"}
+    stderr = tmp_path / "serve.log"
+    with open(stderr, "wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from portal.cli import main; main()", "serve",
+             "--port", str(port), "--workers", "1", "--threads", "2"],
+            env=env, stdout=err, stderr=err)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(stderr.read_text())
+        for secret in (SMS_KEY, "whsec_stored-only-in-the-database-0007"):
+            assert requests.get(f"{base}/nowhere/{secret}", timeout=5).status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    output = stderr.read_text()
+    assert "Listening at: " + base in output  # gunicorn's own error log
+    assert "portal.access: 127.0.0.1 GET /nowhere/…[masked] 404" in output
+    assert "GET /nowhere/whsec_…[masked] 404" in output
+    assert SMS_KEY not in output and "stored-only-in-the-database" not in output
