@@ -173,6 +173,8 @@ def mask_record(record: logging.LogRecord) -> None:
     except Exception:  # a bad format string must not hide what it was given
         message = f"{record.msg} (unformatted arguments: {record.args!r})"
     record.msg, record.args = mask(message), ()
+    if "message" in vars(record):  # cached by a formatter that ran before this filter
+        record.message = record.msg
     if record.exc_info:
         # Formatters fall back on exc_text; dropping exc_info keeps them from rebuilding the
         # unmasked traceback (and its exception message) themselves.
