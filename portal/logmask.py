@@ -32,8 +32,8 @@ SECRET_NAME = re.compile(
     r"(?:^|_|PG)(TOKEN|KEYS?|SECRETS?|PASSWORDS?|PASSWD|PASS|PWD|CREDENTIALS?)$", re.IGNORECASE)
 URL_NAME = re.compile(r"(_URL|_URI|_DSN)$", re.IGNORECASE)
 SECRET_QUERY_PARAM = re.compile(r"key|token|secret|pass|pwd|auth|sig", re.IGNORECASE)
-# A secret's own kind, kept in front of the mask when the secret is long enough to spare it.
-KIND_PREFIX = re.compile(r"^(?:[a-z]{2,6}_(?:test_|live_)?)")
+# A key's published kind (Stripe's, Razorpay's), kept in front of the mask of a long key.
+KIND_PREFIX = re.compile(r"^(?:(?:sk|rk|pk|rzp)_(?:test|live)_|whsec_)")
 KIND_SHOWN_FROM = 20
 AUTH_TOKEN = re.compile(
     r"\b((?:O-)?Bearer|Basic|Token)(\s+)(?=[A-Za-z0-9._~+/=-]*[0-9=])[A-Za-z0-9._~+/=-]{12,}")

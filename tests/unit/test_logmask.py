@@ -109,10 +109,22 @@ def test_known_shapes_are_masked_without_being_registered(registry):
     assert registry.mask(words) == words
 
 
-def test_kind_prefix_only_on_long_secrets(registry):
-    registry.add(["whsec_" + "q" * 30, "abc_defghij"])
+def test_only_a_long_keys_published_kind_is_kept(registry):
+    registry.add(["whsec_" + "q" * 30, "rk_live_" + "r" * 30, "whsec_short",
+                  "horse_battery_staple_correct"])
     assert registry.mask("whsec_" + "q" * 30) == "whsec_…[masked]"
-    assert registry.mask("abc_defghij") == "…[masked]"  # a short secret keeps nothing
+    assert registry.mask("rk_live_" + "r" * 30) == "rk_live_…[masked]"
+    assert registry.mask("whsec_short") == "…[masked]"
+    assert registry.mask("horse_battery_staple_correct") == "…[masked]"
+
+
+def test_stripe_console_printing_is_turned_off(monkeypatch):
+    import stripe
+    import stripe._util
+
+    monkeypatch.setattr(stripe._util, "STRIPE_LOG", "info")
+    logmask.install()
+    assert stripe._util._console_log_level() is None  # the SDK would print past logging
 
 
 def test_settings_secrets_by_name_and_in_urls():
