@@ -13,6 +13,7 @@ from ..services.auth import MIN_PASSWORD_LENGTH
 ROLE_CHOICES = {Role.STAFF.value: "Staff: create, send, cancel and view links",
                 Role.ADMIN.value: "Admin: also refunds, keys, users and lab settings"}
 HOW_CHOICES = {"invite": "Invite link: they choose their password (valid 72 hours)"}
+# B105 (below): a label for the choice "password", not a password.
 HOW_CHOICES["password"] = "One-time password: they must change it at first sign-in"  # nosec B105
 
 
