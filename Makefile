@@ -51,6 +51,7 @@ postgres:
 	fi
 
 test: install browser $(AXE) postgres
+	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
 	mkdir -p reports
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 

@@ -124,9 +124,13 @@ def redact_path(path: str) -> str:
 
 
 def _logging(app: Flask) -> None:
+    from . import logmask
+
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logmask.install(app.config)
+    logmask.remember_stored_secrets(app)
 
     @app.after_request
     def log_request(response):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from .models import Lab, Role, User
 
-DEMO_PASSWORD = "demo-pass-123"
+DEMO_PASSWORD = "demo-pass-123"  # nosec B105  # the documented demo password (DESIGN §7)
 
 
 def _session():
@@ -241,10 +241,12 @@ def keys_rotate() -> None:
 @click.command(help="Run the background worker: webhook delivery, status checks, sweeps.")
 @with_appcontext
 def worker() -> None:
+    from . import logmask
     from .services.jobs import run_worker
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logmask.install(current_app.config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -259,9 +261,13 @@ def worker() -> None:
 @click.option("--with-worker", is_flag=True,
               help="Also run the background worker inside the server (single-box/SQLite).")
 def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
+    gunicorn_server(host, port, workers, threads, with_worker).run()
+
+
+def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worker: bool):
     from gunicorn.app.base import BaseApplication
 
-    from . import create_app
+    from . import create_app, logmask
 
     class Server(BaseApplication):
         def load_config(self):
@@ -270,13 +276,14 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)  # the app logs requests with tokens redacted
+            self.cfg.set("logger_class", logmask.gunicorn_logger_class())
             if with_worker:
                 self.cfg.set("post_worker_init", _start_embedded_worker)
 
         def load(self):
             return create_app()
 
-    Server().run()
+    return Server()
 
 
 def _start_embedded_worker(gunicorn_worker) -> None:

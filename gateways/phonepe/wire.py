@@ -31,7 +31,7 @@ PRODUCTION_PG_BASE = "https://api.phonepe.com/apis/pg"
 PRODUCTION_OAUTH_BASE = "https://api.phonepe.com/apis/identity-manager"
 SANDBOX_BASE = "https://api-preprod.phonepe.com/apis/pg-sandbox"
 
-TOKEN_PATH = "/v1/oauth/token"
+TOKEN_PATH = "/v1/oauth/token"  # nosec B105  # a URL path, not a password
 PAY_PATH = "/checkout/v2/pay"
 ORDER_STATUS_PATH = "/checkout/v2/order/{merchant_order_id}/status"
 REFUND_PATH = "/payments/v2/refund"

@@ -94,7 +94,8 @@ class MessagesForm(FlaskForm):
 for _kind in KINDS:
     _label = messages.KIND_LABELS[_kind]
     _names = [f"{_kind}_{part}" for part in PARTS] + [f"dlt_{_kind}"]
-    assert not any(hasattr(MessagesForm, n) for n in _names), _names  # no field hidden
+    if any(hasattr(MessagesForm, n) for n in _names):  # a field would hide another
+        raise RuntimeError(f"MessagesForm already has one of {_names}")
     setattr(MessagesForm, f"{_kind}_sms", TextAreaField(
         f"{_label}: SMS", validators=[Optional()],
         description="Placeholders: " + ", ".join("{" + p + "}"

@@ -12,8 +12,9 @@ from ..services.auth import MIN_PASSWORD_LENGTH
 # value -> label dicts: WTForms 3.3 deprecates (value, label) tuples.
 ROLE_CHOICES = {Role.STAFF.value: "Staff: create, send, cancel and view links",
                 Role.ADMIN.value: "Admin: also refunds, keys, users and lab settings"}
-HOW_CHOICES = {"invite": "Invite link: they choose their password (valid 72 hours)",
-               "password": "One-time password: they must change it at first sign-in"}
+HOW_CHOICES = {"invite": "Invite link: they choose their password (valid 72 hours)"}
+# B105 (below): a label for the choice "password", not a password.
+HOW_CHOICES["password"] = "One-time password: they must change it at first sign-in"  # nosec B105
 
 
 class NewUserForm(FlaskForm):

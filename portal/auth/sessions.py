@@ -25,7 +25,7 @@ from ..tenancy import client_ip
 from . import bp
 
 SESSION_ID = "sid"
-PASSWORD_IN_SESSION = "password_fp"
+PASSWORD_IN_SESSION = "password_fp"  # nosec B105  # a session key name, not a password
 LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds", SESSION_ID,
               PASSWORD_IN_SESSION)
 NO_STAFF_SESSION = frozenset({"pay", "sandbox", "webhooks", "api"})

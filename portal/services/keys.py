@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from gateways import GATEWAYS, Gateway
 from gateways.base import GatewayError
 
+from .. import logmask
 from ..config import gateway_api_base
 from ..models import GatewayMode, Lab, PaymentGatewayKeys
 
@@ -75,20 +76,47 @@ def stored_keys(session: Session, lab_id: int, gateway: str) -> PaymentGatewayKe
         PaymentGatewayKeys.lab_id == lab_id, PaymentGatewayKeys.gateway == gateway))
 
 
+def remember_secrets(gateway: str, credentials: Mapping[str, str]) -> None:
+    """Tells the log masking about a lab's secret fields as soon as this process holds them."""
+    cls = GATEWAYS.get(gateway)
+    if cls is not None:
+        logmask.remember(cls.secret_values(credentials))
+
+
+def remember_stored_secrets(session: Session, encryption_keys: list[str]) -> int:
+    """Every lab's stored secrets into the log masking (at start-up); returns how many sets."""
+    count = 0
+    for gateway, token in session.execute(select(PaymentGatewayKeys.gateway,
+                                                 PaymentGatewayKeys.credentials_encrypted)):
+        try:
+            remember_secrets(gateway, decrypt(encryption_keys, token))
+        except (RuntimeError, ValueError):
+            continue  # unreadable under these keys: nothing here can use, or log, it either
+        count += 1
+    return count
+
+
+def _decrypted(encryption_keys: list[str], row: PaymentGatewayKeys) -> dict[str, str]:
+    credentials = decrypt(encryption_keys, row.credentials_encrypted)
+    remember_secrets(row.gateway, credentials)
+    return credentials
+
+
 def load_credentials(session: Session, encryption_keys: list[str], lab_id: int,
                      gateway: str) -> dict[str, str] | None:
     row = stored_keys(session, lab_id, gateway)
     if row is None or not row.enabled:
         return None
-    return decrypt(encryption_keys, row.credentials_encrypted)
+    return _decrypted(encryption_keys, row)
 
 
 def save_credentials(session: Session, encryption_keys: list[str], lab: Lab, gateway: str,
                      values: Mapping[str, str], *, mode: GatewayMode = GatewayMode.TEST,
                      make_default: bool = True, user_id: int | None = None) -> PaymentGatewayKeys:
     row = stored_keys(session, lab.id, gateway)
-    existing = decrypt(encryption_keys, row.credentials_encrypted) if row else None
+    existing = _decrypted(encryption_keys, row) if row else None
     credentials = validate_credentials(gateway, values, existing=existing)
+    remember_secrets(gateway, credentials)
     if row is None:
         row = PaymentGatewayKeys(lab_id=lab.id, gateway=gateway)
         session.add(row)
@@ -126,7 +154,7 @@ def configured_gateway(session: Session, config: Mapping, lab_id: int, gateway: 
     if row is None or not row.enabled:
         raise GatewayError(f"The lab has not set up {cls.display_name} yet.",
                            code="not_configured")
-    credentials = decrypt(config["PORTAL_ENCRYPTION_KEYS"], row.credentials_encrypted)
+    credentials = _decrypted(config["PORTAL_ENCRYPTION_KEYS"], row)
     api_base = gateway_api_base(config, gateway)
     if api_base is None and row.mode == GatewayMode.TEST and cls.sandbox_api_base:
         api_base = cls.sandbox_api_base

@@ -64,7 +64,8 @@ DEFAULTS: dict[str, str] = {
 }
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-SAMPLE_TOKEN = "Xq7Lm2Rt9Vb4Nc8Kd3Fh6Jw1Ps5Gz0Ya2Ue7Io4Tr9"  # as long as a real token
+# B105: a made-up token for message previews, as long as a real one.
+SAMPLE_TOKEN = "Xq7Lm2Rt9Vb4Nc8Kd3Fh6Jw1Ps5Gz0Ya2Ue7Io4Tr9"  # nosec B105
 
 
 class TemplateError(ValueError):
