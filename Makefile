@@ -52,6 +52,7 @@ postgres:
 
 test: install browser $(AXE) postgres
 	mkdir -p reports
+	$(PY) -m mypy gateways
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 bench: install

@@ -280,6 +280,7 @@ class Gateway(ABC):
     def configure(self) -> None:
         """Checks what the gateway needs beyond present credentials and builds its SDK client;
         raises GatewayError(code="not_configured") for settings it cannot work with."""
+        return None
 
     @cached_property
     def http(self) -> HttpClient:

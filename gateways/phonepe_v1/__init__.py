@@ -102,7 +102,7 @@ class PhonePeV1Gateway(Gateway):
                                      data=None if body is None else json.dumps(body))
         status = response.status_code
         try:
-            answer = response.json()
+            answer: dict[str, Any] = response.json()
             code = answer.get("code")
         except (ValueError, AttributeError):
             raise GatewayError(f"PhonePe answered with an unreadable page (HTTP {status}).",

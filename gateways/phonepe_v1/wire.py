@@ -163,7 +163,7 @@ def callback_response(raw_body: bytes) -> str:
 
 def decode_response(response: str) -> dict[str, Any]:
     try:
-        decoded = json.loads(base64.b64decode(response, validate=True))
+        decoded: dict[str, Any] = json.loads(base64.b64decode(response, validate=True))
         decoded["data"]["merchantTransactionId"].strip  # noqa: B018  the shape every one has
     except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError,
             AttributeError):
@@ -171,12 +171,12 @@ def decode_response(response: str) -> dict[str, Any]:
     return decoded
 
 
-def amount_of(data: Mapping) -> int | None:
+def amount_of(data: Mapping[str, Any]) -> int | None:
     value = data.get("amount")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def payment_event(body: Mapping, reference: str) -> GatewayEvent:
+def payment_event(body: Mapping[str, Any], reference: str) -> GatewayEvent:
     """A status answer (or a callback body) about one payment, in our words."""
     code = body.get("code")
     status = lookup_status(PAYMENT_CODES, code)
@@ -192,7 +192,7 @@ def payment_event(body: Mapping, reference: str) -> GatewayEvent:
         method=(instrument.get("type") or "").lower() or None, raw=raw)
 
 
-def refund_event(body: Mapping, reference: str, refund_transaction: str) -> GatewayEvent:
+def refund_event(body: Mapping[str, Any], reference: str, refund_transaction: str) -> GatewayEvent:
     code = body.get("code")
     status = lookup_status(REFUND_CODES, code)
     data = body.get("data") or {}

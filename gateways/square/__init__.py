@@ -103,16 +103,18 @@ class SquareGateway(Gateway):
             result = fn(*args, **kwargs, request_options=NO_RETRIES)
         except (ApiError, httpx.HTTPError) as exc:
             raise gateway_error(exc) from None
-        return result.model_dump(mode="json", exclude_none=True)
+        answer: dict[str, Any] = result.model_dump(mode="json", exclude_none=True)
+        return answer
 
     def _get(self, fn: Callable[..., Any], *args: Any, key: str,
              **kwargs: Any) -> dict[str, Any]:
         """The one object a call answers with, e.g. {"order": {...}} -> {...}."""
         answer = self._call(fn, *args, **kwargs)
-        if not isinstance(answer.get(key), dict):
+        value = answer.get(key)
+        if not isinstance(value, dict):
             raise GatewayError(f"Square answered without the {key.replace('_', ' ')}.",
                                retryable=True, raw=answer)
-        return answer[key]
+        return value
 
     def create_checkout(self, request: CheckoutRequest) -> Checkout:
         created = self._call(self.client.checkout.payment_links.create,
@@ -133,8 +135,8 @@ class SquareGateway(Gateway):
         """The link's order and each payment tendered on it (Square's return is unsigned)."""
         link_id, order_id = split_checkout_id(checkout_id)
         if not order_id and link_id:
-            order_id = self._get(self.client.checkout.payment_links.get, link_id,
-                                 key="payment_link").get("order_id")
+            order_id = str(self._get(self.client.checkout.payment_links.get, link_id,
+                                     key="payment_link").get("order_id") or "")
         if not order_id:
             raise GatewayError("Square: no payment link to ask about", code="no_checkout")
         order = self._get(self.client.orders.get, order_id, key="order")
@@ -153,7 +155,7 @@ class SquareGateway(Gateway):
         refund = self._get(self.client.refunds.refund_payment, **refund_body(request),
                            key="refund")
         amount, _currency = money_of(refund)
-        return RefundResult(refund_id=refund.get("id"),
+        return RefundResult(refund_id=str(refund.get("id") or ""),
                             status=lookup_status(REFUND_STATUS, refund.get("status")),
                             amount=int(amount if amount is not None else request.amount),
                             raw=refund)

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -129,7 +129,7 @@ def load_event(raw_body: bytes) -> dict[str, Any]:
     return event
 
 
-def entity(obj: Mapping, name: str) -> dict:
+def entity(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = obj.get(name)
     return value if isinstance(value, dict) else {}
 
@@ -141,12 +141,12 @@ def from_iso(value: Any) -> datetime | None:
         return None
 
 
-def money_of(obj: Mapping, field: str = "amount_money") -> tuple[int | None, str | None]:
+def money_of(obj: Mapping[str, Any], field: str = "amount_money") -> tuple[int | None, str | None]:
     money = obj.get(field) or {}
     return money.get("amount"), money.get("currency")
 
 
-def payment_event(payment: Mapping, common: dict[str, Any]) -> GatewayEvent:
+def payment_event(payment: Mapping[str, Any], common: dict[str, Any]) -> GatewayEvent:
     status = lookup_status(PAYMENT_STATUS, payment.get("status"))
     card = (payment.get("card_details") or {}).get("card") or {}
     raw = dict(common.pop("raw"))
@@ -161,7 +161,7 @@ def payment_event(payment: Mapping, common: dict[str, Any]) -> GatewayEvent:
                         card_brand=card.get("card_brand"), card_last4=card.get("last_4"))
 
 
-def refund_event(refund: Mapping, common: dict[str, Any]) -> GatewayEvent:
+def refund_event(refund: Mapping[str, Any], common: dict[str, Any]) -> GatewayEvent:
     status = lookup_status(REFUND_STATUS, refund.get("status"))
     raw = dict(common.pop("raw"))
     if status == EventStatus.REFUND_FAILED:
@@ -171,7 +171,7 @@ def refund_event(refund: Mapping, common: dict[str, Any]) -> GatewayEvent:
                         transaction_id=refund.get("payment_id"), refund_id=refund.get("id"))
 
 
-def parse_event(event: Mapping) -> GatewayEvent:
+def parse_event(event: Mapping[str, Any]) -> GatewayEvent:
     """Our view of one verified Square event; raises IgnoredEvent for events we do not use."""
     kind = event["type"]
     obj = event["data"]["object"]
@@ -187,12 +187,13 @@ def parse_event(event: Mapping) -> GatewayEvent:
     raise IgnoredEvent(f"Square event {kind} is not used")
 
 
-def order_status_event(reference: str, order: Mapping, payments: list[Mapping]) -> GatewayEvent:
+def order_status_event(reference: str, order: Mapping[str, Any],
+                       payments: Sequence[Mapping[str, Any]]) -> GatewayEvent:
     """A link's order and the payments on it, as one event: a completed payment wins."""
     state = lookup_status(ORDER_STATE, order.get("state"))
     statuses = [(lookup_status(PAYMENT_STATUS, p.get("status")), p) for p in payments]
-    common = {"dedupe_id": None, "reference": reference, "raw": {"order": dict(order),
-                                                                 "payments": payments}}
+    common: dict[str, Any] = {"dedupe_id": None, "reference": reference,
+                              "raw": {"order": dict(order), "payments": payments}}
     completed = [p for status, p in statuses if status == EventStatus.SUCCEEDED]
     if completed:
         payment = completed[-1]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
+from stripe.params import PaymentIntentCreateParams
 
 from ..base import (
     Capability,
@@ -35,6 +36,7 @@ from .wire import (
     REFUND_REASONS,
     REFUND_STATUS,
     SIGNATURE_HEADER,
+    declined_intent,
     event_reference,
     from_unix,
     gateway_error,
@@ -139,7 +141,8 @@ class StripeGateway(Gateway):
         method = intent.get("payment_method")
         if isinstance(method, str):
             method = self._call(self.client.v1.payment_methods.retrieve, method)
-        customer = object_id(intent.get("customer")) or (object_id(method.get("customer")) if method else None)
+        customer = object_id(intent.get("customer")) or (
+            object_id(method.get("customer")) if method else None)
         if not method or not customer:
             return None
         card = method.get("card") or {}
@@ -149,20 +152,21 @@ class StripeGateway(Gateway):
 
     def charge_saved_method(self, charge: SavedMethodCharge) -> GatewayEvent:
         """An off-session PaymentIntent on a saved card, confirmed at once."""
-        params = {"amount": charge.amount, "currency": charge.currency.lower(),
-                  "customer": charge.method.gateway_customer_id,
-                  "payment_method": charge.method.token, "off_session": True, "confirm": True,
-                  "metadata": {"reference": charge.reference}}
+        params: PaymentIntentCreateParams = {
+            "amount": charge.amount, "currency": charge.currency.lower(),
+            "customer": charge.method.gateway_customer_id,
+            "payment_method": charge.method.token, "off_session": True, "confirm": True,
+            "metadata": {"reference": charge.reference}}
         try:
             intent = self.client.v1.payment_intents.create(
                 params=params, options={"idempotency_key": charge.idempotency_key}).to_dict()
         except stripe.CardError as exc:
             # A decline still created a PaymentIntent: report it as a failed attempt.
-            intent = (exc.json_body or {}).get("error", {}).get("payment_intent") or {}
+            failed = declined_intent(exc.json_body)
             return GatewayEvent(
                 dedupe_id=None, type="payment_intent.payment_failed",
                 reference=charge.reference, status=EventStatus.FAILED, amount=charge.amount,
-                currency=charge.currency, transaction_id=intent.get("id"), method="card",
+                currency=charge.currency, transaction_id=failed.get("id"), method="card",
                 raw={"failure_message": exc.user_message or "declined", "error": exc.json_body})
         except stripe.StripeError as exc:
             raise gateway_error(exc) from None

@@ -138,12 +138,12 @@ def load_event(raw_body: bytes) -> dict[str, Any]:
     return event
 
 
-def event_reference(obj: Mapping) -> str | None:
+def event_reference(obj: Mapping[str, Any]) -> str | None:
     metadata = obj.get("metadata") or {}
     return metadata.get("reference") or obj.get("client_reference_id")
 
 
-def parse_event(event: Mapping) -> GatewayEvent:
+def parse_event(event: Mapping[str, Any]) -> GatewayEvent:
     """Our view of one Stripe event; raises IgnoredEvent for events we do not act on."""
     kind = event.get("type")
     obj = event["data"]["object"]
@@ -169,7 +169,8 @@ def parse_event(event: Mapping) -> GatewayEvent:
     raise IgnoredEvent(f"Stripe event {kind} is not used")
 
 
-def payment_intent_event(obj: Mapping, common: dict, status: EventStatus) -> GatewayEvent:
+def payment_intent_event(obj: Mapping[str, Any], common: dict[str, Any],
+                         status: EventStatus) -> GatewayEvent:
     error = obj.get("last_payment_error") or {}
     card = card_of(obj.get("payment_method"))
     raw = dict(common["raw"])
@@ -182,12 +183,13 @@ def payment_intent_event(obj: Mapping, common: dict, status: EventStatus) -> Gat
                         card_brand=card.get("brand"), card_last4=card.get("last4"))
 
 
-def refund_event(obj: Mapping, common: dict) -> GatewayEvent:
+def refund_event(obj: Mapping[str, Any], common: dict[str, Any]) -> GatewayEvent:
     metadata = obj.get("metadata") or {}
     return GatewayEvent(**common, status=lookup_status(REFUND_STATUS, obj.get("status")),
                         amount=obj.get("amount"),
                         currency=(obj.get("currency") or "").upper() or None,
-                        transaction_id=object_id(obj.get("payment_intent")), refund_id=obj.get("id"),
+                        transaction_id=object_id(obj.get("payment_intent")),
+                        refund_id=obj.get("id"),
                         refund_reference=metadata.get("refund_reference"))
 
 
@@ -197,7 +199,14 @@ def card_of(payment_method: Any) -> dict[str, Any]:
     return {}
 
 
-def session_status_event(session: Mapping) -> GatewayEvent:
+def declined_intent(error_body: object) -> dict[str, Any]:
+    """The PaymentIntent a card error carries: a decline still creates one."""
+    error = error_body.get("error") if isinstance(error_body, Mapping) else None
+    intent = error.get("payment_intent") if isinstance(error, Mapping) else None
+    return dict(intent) if isinstance(intent, Mapping) else {}
+
+
+def session_status_event(session: Mapping[str, Any]) -> GatewayEvent:
     """A retrieved Checkout Session (with its PaymentIntent expanded) as an event."""
     if session.get("status") == "complete":
         status = lookup_status(SESSION_PAYMENT_STATUS, session.get("payment_status"))
