@@ -4,6 +4,7 @@ Hosted page: `{api_base}/checkout/<reference>?...&sig=...` (the portal serves it
 Webhook: JSON `{"id", "type", "created", "data": {"reference", "amount", "currency"}}` with
 `Sandbox-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, Stripe's scheme, 300 s tolerance.
 Status and refund: a small JSON API under `{api_base}/api/`, signed the same way.
+Notes: docs/gateways/sandbox.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .base import (
     lookup_status,
 )
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 TOLERANCE_SECONDS = 300
@@ -55,7 +56,7 @@ CHECKOUT_PARAMS = ("amount", "currency", "merchant", "bill", "description", "ret
                    "notify_url", "expires")
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def build_event(event_id: str, succeeded: bool, reference: str, amount: int, currency: str,
                 created: int | None = None) -> bytes:
@@ -89,7 +90,7 @@ def parse_event(body: Mapping[str, Any]) -> GatewayEvent:
     return event
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def sign(secret: str, payload: bytes, timestamp: int) -> str:
     """The `Sandbox-Signature` header value for `payload` at `timestamp`."""
@@ -142,7 +143,7 @@ def verify_checkout_query(secret: str, args: Mapping[str, str]) -> dict[str, str
     return params
 
 
-# ---- the class -----------------------------------------------------------------------------------
+# ---- the class ----------------------------------------------------------------------------------
 
 class SandboxGateway(Gateway):
     name = "sandbox"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency
 
-# Babel's table follows CLDR, which rounds some currencies for cash (e.g. ISK, HUF, TWD) and
-# disagrees with ISO 4217 on a few; gateways take ISO exponents, so ISO wins: the table is the
-# gateways' own (gateways/currency.py), Babel only answers for codes outside it.
-from gateways.currency import ISO_EXPONENTS
+# One exponent table for bills and gateways: ISO 4217 where CLDR disagrees, else Babel's.
+from gateways.currency import ISO_EXPONENTS as ISO_EXPONENTS  # noqa: F401  public name
+from gateways.currency import CurrencyError
+from gateways.currency import exponent as currency_exponent
 
 # Offered in forms; any ISO code with a known exponent is accepted through the API.
 COMMON_CURRENCIES = ("INR", "USD", "EUR", "GBP", "AED", "SAR", "QAR", "BHD", "KWD", "OMR",
@@ -27,12 +27,10 @@ class MoneyError(ValueError):
 
 
 def exponent(currency: str) -> int:
-    currency = currency.upper()
-    if currency in ISO_EXPONENTS:
-        return ISO_EXPONENTS[currency]
-    if len(currency) != 3 or not currency.isalpha():
-        raise MoneyError(f"{currency!r} is not an ISO 4217 currency code")
-    return get_currency_precision(currency)
+    try:
+        return currency_exponent(currency)
+    except CurrencyError as exc:
+        raise MoneyError(str(exc)) from None
 
 
 def is_known_currency(currency: str) -> bool:

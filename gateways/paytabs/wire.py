@@ -33,7 +33,7 @@ from ..base import (
 from ..base import load_json as base_load_json
 from ..currency import AmountError, to_major, to_minor
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 # There is no sandbox host: a test profile on the account's own regional host takes test cards.
 REGION_HOSTS = {
@@ -96,7 +96,7 @@ MASKED_CARD = re.compile(r"[\d#*xX ]*(\d{4})")
 ERROR_CODES = {1: "bad_credentials", 4: "duplicate"}
 
 
-# ---- wire format: money --------------------------------------------------------------------------
+# ---- wire format: money -------------------------------------------------------------------------
 
 def supported(currency: str) -> str:
     """The currency's code, when PayTabs takes it."""
@@ -147,7 +147,7 @@ def status_of(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
     return lookup_status(table, value.upper() if isinstance(value, str) else value)
 
 
-# ---- wire format: request bodies -----------------------------------------------------------------
+# ---- wire format: request bodies ----------------------------------------------------------------
 
 def _description(text: str) -> str:
     return text[:DESCRIPTION_LIMIT]
@@ -233,7 +233,7 @@ def api_failure(http_status: int, body: Any) -> GatewayError | None:
     return None
 
 
-# ---- wire format: transactions as events ---------------------------------------------------------
+# ---- wire format: transactions as events --------------------------------------------------------
 
 def load_ipn(raw_body: bytes) -> dict[str, Any]:
     body = load_json(raw_body)
@@ -340,7 +340,7 @@ def pick_sale(events: list[GatewayEvent]) -> GatewayEvent | None:
     return events[0] if events else None
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def _php_urlencode(text: str) -> str:
     """PHP's urlencode(), which http_build_query uses: quote_plus, but `~` is encoded too."""

@@ -29,7 +29,7 @@ from ..base import (
 )
 from ..currency import AmountError, to_major, to_minor
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 PAY_FORM_PATH = "/payment/payForm.jsp"
 API_PATH = "/merchant/api/orderApi.jsp"
@@ -84,7 +84,7 @@ API_OK = "0"
 API_REFUSED = "-1"
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def currency_code(currency: str) -> str:
     if currency.upper() not in CURRENCY_CODES:
@@ -224,7 +224,7 @@ def never_sent(exc: GatewayError) -> bool:
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def secure_hash(function: str, values: list[str], secret: str) -> str:
     """hex(hash("v1|v2|...|secret")) with the account's hash function."""

@@ -6,7 +6,7 @@ static hash, so it only lets the callback in: every fact comes from PhonePe's st
 
 Hosts: production (OAuth at identity-manager, the rest at /apis/pg) for keys marked live, the
 sandbox (one base for every path) for keys marked test; `PORTAL_PHONEPE_API_BASE` (a proxy or a
-fake) overrides both and then serves every path.
+fake) overrides both and then serves every path. Protocol notes: docs/gateways/phonepe.md.
 """
 
 from __future__ import annotations

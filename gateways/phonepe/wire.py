@@ -25,6 +25,8 @@ from ..base import (
     lookup_status,
 )
 
+# ---- constants ----------------------------------------------------------------------------------
+
 # Production splits OAuth (identity-manager) from the PG APIs; the sandbox serves both from
 # one base, as does any PORTAL_PHONEPE_API_BASE override (a fake, a proxy, the sandbox).
 PRODUCTION_PG_BASE = "https://api.phonepe.com/apis/pg"
@@ -91,6 +93,8 @@ STATUS_CHECK_DELAYS = _polling_schedule(20, ((3, 30), (6, 60), (10, 60), (30, 60
                                         STATUS_CHECK_CUTOFF)
 
 
+# ---- wire format: hosts and tokens --------------------------------------------------------------
+
 def oauth_base(api_base: str) -> str:
     return PRODUCTION_OAUTH_BASE if api_base == PRODUCTION_PG_BASE else api_base
 
@@ -102,8 +106,6 @@ def host_name(api_base: str) -> str:
         return "sandbox"
     return api_base
 
-
-# ---- auth -------------------------------------------------------------------------------------
 
 def token_form(credentials: Mapping[str, str]) -> dict[str, str]:
     """The `POST /v1/oauth/token` form (client-credentials grant)."""
@@ -137,19 +139,7 @@ def parse_token(body: Any, now: float) -> AccessToken:
     return AccessToken(f"{token_type} {access_token}", now + lifetime - margin)
 
 
-def callback_authorization(username: str, password: str) -> str:
-    """The `Authorization` value PhonePe sends with every callback: SHA-256 hex of user:pass."""
-    return hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
-
-
-def callback_is_authentic(header: str | None, username: str, password: str) -> bool:
-    """A first gate only: the value is static, not a signature over the body."""
-    if not header:
-        return False
-    return constant_time_equal(header.strip(), callback_authorization(username, password))
-
-
-# ---- requests --------------------------------------------------------------------------------
+# ---- wire format: requests ----------------------------------------------------------------------
 
 def expire_after(link_expires_at: datetime, now: datetime) -> int:
     """Seconds until the link expires, within what Standard Checkout accepts."""
@@ -201,7 +191,7 @@ def refund_request(merchant_refund_id: str, reference: str, amount: int) -> dict
             "amount": amount}
 
 
-# ---- answers ---------------------------------------------------------------------------------
+# ---- wire format: answers -----------------------------------------------------------------------
 
 def error_message(body: Any, status: int) -> tuple[str, str | None]:
     """(message, PhonePe's code) from an error answer of any shape."""
@@ -273,7 +263,7 @@ def refund_event(refund: Mapping[str, Any], reference: str, merchant_refund_id: 
         occurred_at=_ms(refund.get("timestamp")), raw=raw)
 
 
-# ---- callbacks -------------------------------------------------------------------------------
+# ---- wire format: callbacks ---------------------------------------------------------------------
 
 def dedupe_id(event: str, merchant_id: str, state: Any) -> str:
     """PhonePe callbacks carry no id: the event, our id and the (confirmed) state name one."""
@@ -308,3 +298,17 @@ def parse_callback(raw_body: bytes) -> Callback:
     if not isinstance(reference, str) or not reference:
         raise MalformedPayload("callback without our order id")
     return Callback(event, reference, refund_id, body)
+
+
+# ---- signatures ---------------------------------------------------------------------------------
+
+def callback_authorization(username: str, password: str) -> str:
+    """The `Authorization` value PhonePe sends with every callback: SHA-256 hex of user:pass."""
+    return hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
+
+
+def callback_is_authentic(header: str | None, username: str, password: str) -> bool:
+    """A first gate only: the value is static, not a signature over the body."""
+    if not header:
+        return False
+    return constant_time_equal(header.strip(), callback_authorization(username, password))

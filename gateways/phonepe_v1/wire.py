@@ -29,7 +29,7 @@ from ..base import (
     lookup_status,
 )
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 PAY_PATH = "/pg/v1/pay"
 REFUND_PATH = "/pg/v1/refund"
@@ -69,7 +69,7 @@ AUTH_ERRORS = frozenset({"AUTHORIZATION_FAILED", "KEY_NOT_CONFIGURED"})
 CALL_ERRORS = AUTH_ERRORS | {"BAD_REQUEST", "INTERNAL_SERVER_ERROR", NOT_FOUND}
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def polling_schedule() -> tuple[int, ...]:
     """Seconds after the start to check a pending payment, as PhonePe's reconciliation asks.
@@ -204,7 +204,7 @@ def refund_event(body: Mapping[str, Any], reference: str, refund_transaction: st
         amount=amount_of(data), currency="INR", refund_id=refund_transaction, raw=raw)
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def checksum(message: str, salt_key: str, salt_index: str) -> str:
     """`SHA256(message + salt key) + "###" + salt index`, the X-VERIFY of every call."""

@@ -25,7 +25,7 @@ from ..base import (
     json_object,
 )
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "X-Razorpay-Signature"
 EVENT_ID_HEADER = "X-Razorpay-Event-Id"
@@ -53,7 +53,7 @@ REFUND_STATUS = {"pending": EventStatus.PENDING, "processed": EventStatus.REFUND
 HANDLED_EVENTS = (*LINK_EVENTS, *PAYMENT_EVENTS, *REFUND_EVENTS)
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def link_expire_by(link_expires_at: datetime, now: datetime) -> int:
     return int(max(link_expires_at, now + LINK_MIN_LIFETIME).timestamp())
@@ -170,7 +170,7 @@ def gateway_error(exc: Exception) -> GatewayError:
     return GatewayError(f"Razorpay: {message}", code="gateway_error", retryable=True)
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def return_message(params: Mapping[str, str]) -> str:
     """What Razorpay signs on the payer's redirect back to us."""

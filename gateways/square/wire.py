@@ -32,7 +32,7 @@ from ..base import (
     lookup_status,
 )
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
 NOTE_REFERENCE = re.compile(r"^Ref (\S+?):")
@@ -62,7 +62,7 @@ HANDLED_EVENTS = (*PAYMENT_EVENTS, *REFUND_EVENTS)
 CURRENCY_CODES = {"CURRENCY_MISMATCH", "UNSUPPORTED_CURRENCY"}
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def payment_note(request: CheckoutRequest) -> str:
     """Copied by Square onto the Payment: how a webhook leads back to our payment."""
@@ -241,7 +241,7 @@ def gateway_error(exc: ApiError | httpx.HTTPError) -> GatewayError:
                         raw=body)
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def signature(signature_key: str, notification_url: str, body: bytes) -> str:
     """`x-square-hmacsha256-signature`: base64 HMAC-SHA256 of URL + body (for tests and tools)."""

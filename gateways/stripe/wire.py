@@ -27,7 +27,7 @@ from ..base import (
     lookup_status,
 )
 
-# ---- constants -----------------------------------------------------------------------------------
+# ---- constants ----------------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "Stripe-Signature"
 TOLERANCE_SECONDS = 300
@@ -73,7 +73,7 @@ REFUND_STATUS = {
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 
-# ---- wire format ---------------------------------------------------------------------------------
+# ---- wire format --------------------------------------------------------------------------------
 
 def object_id(value: Any) -> str | None:
     """An id from a field that may hold the id or the expanded object."""
@@ -243,7 +243,7 @@ def gateway_error(exc: stripe.StripeError) -> GatewayError:
                         http_status=status, raw=exc.json_body)
 
 
-# ---- signatures ----------------------------------------------------------------------------------
+# ---- signatures ---------------------------------------------------------------------------------
 
 def verify_signature(secret: str, payload: bytes, header: str | None, *,
                      tolerance: int = TOLERANCE_SECONDS) -> None:
