@@ -25,23 +25,6 @@ from ..base import (
     lookup_status,
 )
 from . import wire
-from .wire import (
-    API_OK,
-    API_PATH,
-    API_REFUSED,
-    DEFAULT_HASH_FUNCTION,
-    HASH_FUNCTIONS,
-    PAY_FORM_PATH,
-    api_answer,
-    datafeed_event,
-    major_amount,
-    never_sent,
-    parse_form,
-    payment_form_fields,
-    query_event,
-    query_records,
-    verify_datafeed,
-)
 
 __all__ = ["PesoPayGateway", "wire"]
 
@@ -55,7 +38,7 @@ class PesoPayGateway(Gateway):
                         help="Profile → Account Information in PesoPay's merchant admin. "
                              "Set its Return Value Link (Datafeed) to the webhook URL above."),
         CredentialField("hash_function", "Secure hash function", required=False,
-                        choices=tuple(HASH_FUNCTIONS),
+                        choices=tuple(wire.HASH_FUNCTIONS),
                         help="SHA-1 unless AsiaPay set your account to SHA-256 or SHA-512."),
         CredentialField("api_login_id", "Merchant API login ID",
                         help="An API user of the merchant admin, for status checks and refunds."),
@@ -67,48 +50,48 @@ class PesoPayGateway(Gateway):
     webhook_ack = ("OK", "text/plain")  # AsiaPay wants the datafeed answered with the text OK
 
     def configure(self) -> None:
-        self.hash_function = self.credentials.get("hash_function") or DEFAULT_HASH_FUNCTION
-        if self.hash_function not in HASH_FUNCTIONS:
+        self.hash_function = self.credentials.get("hash_function") or wire.DEFAULT_HASH_FUNCTION
+        if self.hash_function not in wire.HASH_FUNCTIONS:
             raise GatewayError(f"PesoPay: unknown hash function {self.hash_function!r}",
                                code="not_configured")
 
     @classmethod
     def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
-        reference = parse_form(raw_body).get("Ref")
+        reference = wire.parse_form(raw_body).get("Ref")
         if not reference:
             raise MalformedPayload("the datafeed has no Ref")
         return reference
 
     @classmethod
     def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
-        return parse_form(raw_body).get("PayRef") or None
+        return wire.parse_form(raw_body).get("PayRef") or None
 
     def create_checkout(self, request: CheckoutRequest) -> Checkout:
-        fields = payment_form_fields(request, self.credentials["merchant_id"],
+        fields = wire.payment_form_fields(request, self.credentials["merchant_id"],
                                      self.credentials["secure_hash_secret"], self.hash_function)
-        action = self.api_base + PAY_FORM_PATH
+        action = self.api_base + wire.PAY_FORM_PATH
         return Checkout(checkout_id=request.reference, form=HostedForm(action, fields),
                         raw={"action": action, "fields": fields})
 
     def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
-        fields = parse_form(raw_body)
-        verify_datafeed(fields, self.credentials["secure_hash_secret"], self.hash_function)
-        return datafeed_event(fields)
+        fields = wire.parse_form(raw_body)
+        wire.verify_datafeed(fields, self.credentials["secure_hash_secret"], self.hash_function)
+        return wire.datafeed_event(fields)
 
     def _api(self, action: str, fields: Mapping[str, str]) -> str:
         """One merchant API call; an answer AsiaPay marks as refused raises its own words."""
         data = {"merchantId": self.credentials["merchant_id"],
                 "loginId": self.credentials["api_login_id"],
                 "password": self.credentials["api_password"], "actionType": action, **fields}
-        response = self.http.request("POST", API_PATH, data=data)
+        response = self.http.request("POST", wire.API_PATH, data=data)
         if response.status_code >= 400:
             raise GatewayError(f"PesoPay's merchant API answered HTTP {response.status_code}.",
                                code="gateway_error", retryable=response.status_code >= 500,
                                http_status=response.status_code, raw=response.text[:500])
         text = response.text
         if not text.lstrip().startswith("<"):
-            answer = api_answer(text)
-            if answer.get("resultCode") == API_REFUSED:
+            answer = wire.api_answer(text)
+            if answer.get("resultCode") == wire.API_REFUSED:
                 message = " ".join(answer.get("errMsg", "").split()) or "the request was refused"
                 raise GatewayError(f"PesoPay: {message}", code="refused", raw=answer)
         return text
@@ -118,7 +101,7 @@ class PesoPayGateway(Gateway):
         if not text.lstrip().startswith("<"):
             raise GatewayError("PesoPay answered the status query with no records.",
                                code="gateway_error", retryable=True, raw=text[:500])
-        return query_event(query_records(text), reference)
+        return wire.query_event(wire.query_records(text), reference)
 
     def refund(self, request: RefundRequest) -> RefundResult:
         """`RequestRefund` carries no idempotency key, so a call that may have arrived is never
@@ -128,25 +111,25 @@ class PesoPayGateway(Gateway):
                                code="no_transaction")
         refund_id = f"{request.transaction_id}/{request.idempotency_key.removeprefix('refund-')}"
         fields = {"payRef": request.transaction_id,
-                  "amount": major_amount(request.amount, request.currency)}
+                  "amount": wire.major_amount(request.amount, request.currency)}
         try:
             text = self._api("RequestRefund", fields)
         except GatewayError as exc:
-            if exc.code == "refused" or never_sent(exc) or (exc.http_status or 500) < 500:
+            if exc.code == "refused" or wire.never_sent(exc) or (exc.http_status or 500) < 500:
                 raise
             return RefundResult(refund_id=refund_id, status=EventStatus.PENDING,
                                 amount=request.amount, raw={"unconfirmed": (
                                     f"{exc.message} The refund may or may not have been made: "
                                     "check it in PesoPay's merchant admin.")})
-        answer = api_answer(text)
+        answer = wire.api_answer(text)
         if "resultCode" not in answer:
             return RefundResult(refund_id=refund_id, status=EventStatus.PENDING,
                                 amount=request.amount, raw={"unconfirmed": text[:500]})
-        status = lookup_status({API_OK: EventStatus.REFUND_SUCCEEDED}, answer["resultCode"])
+        status = lookup_status({wire.API_OK: EventStatus.REFUND_SUCCEEDED}, answer["resultCode"])
         return RefundResult(refund_id=refund_id, status=status, amount=request.amount,
                             raw=answer)
 
     def test_connection(self) -> str:
-        query_records(self._api("Query", {"orderRef": "portal-connection-test"}))
+        wire.query_records(self._api("Query", {"orderRef": "portal-connection-test"}))
         return ("Connected to PesoPay's merchant API. The secure hash secret is checked by the "
                 "first datafeed.")

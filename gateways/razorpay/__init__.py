@@ -29,21 +29,6 @@ from ..base import (
     lookup_status,
 )
 from . import wire
-from .wire import (
-    HANDLED_EVENTS,
-    LINK_STATUS,
-    REFUND_STATUS,
-    SIGNATURE_HEADER,
-    dedupe_id,
-    entity,
-    event_reference,
-    gateway_error,
-    load_event,
-    parse_event,
-    payment_details,
-    payment_link_params,
-    return_message,
-)
 
 __all__ = ["RazorpayGateway", "wire"]
 
@@ -73,7 +58,7 @@ class RazorpayGateway(Gateway):
     # cannot save or charge them, so the portal does not offer it for Razorpay.
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND,
                               Capability.CANCEL_CHECKOUT, Capability.SIGNED_RETURN})
-    webhook_events = HANDLED_EVENTS
+    webhook_events = wire.HANDLED_EVENTS
     default_api_base = "https://api.razorpay.com"
 
     def configure(self) -> None:
@@ -84,15 +69,15 @@ class RazorpayGateway(Gateway):
 
     @classmethod
     def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
-        body = load_event(raw_body)
-        if body["event"] not in HANDLED_EVENTS:
+        body = wire.load_event(raw_body)
+        if body["event"] not in wire.HANDLED_EVENTS:
             raise IgnoredEvent(f"Razorpay event {body['event']} is not used")
-        return event_reference(body)
+        return wire.event_reference(body)
 
     @classmethod
     def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
-        payload = load_event(raw_body)["payload"]
-        return entity(payload, "payment").get("id") or entity(payload, "refund").get(
+        payload = wire.load_event(raw_body)["payload"]
+        return wire.entity(payload, "payment").get("id") or wire.entity(payload, "refund").get(
             "payment_id")
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -100,14 +85,14 @@ class RazorpayGateway(Gateway):
             answer: dict[str, Any] = fn(*args, **kwargs)
         except (razorpay.errors.BadRequestError, razorpay.errors.ServerError,
                 razorpay.errors.GatewayError, requests.RequestException, ValueError) as exc:
-            raise gateway_error(exc) from None
+            raise wire.gateway_error(exc) from None
         return answer
 
     def create_checkout(self, request: CheckoutRequest) -> Checkout:
         link: dict[str, Any] | None
         try:
             link = self._call(self.client.payment_link.create,
-                              payment_link_params(request, datetime.now(UTC)))
+                              wire.payment_link_params(request, datetime.now(UTC)))
         except GatewayError as exc:
             # A retry after a lost answer: reference_id is unique, so find the link made then.
             if "reference_id" not in exc.message:
@@ -123,7 +108,7 @@ class RazorpayGateway(Gateway):
         return links[0] if links else None
 
     def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
-        signature = header(headers, SIGNATURE_HEADER)
+        signature = header(headers, wire.SIGNATURE_HEADER)
         if not signature:
             raise SignatureError("missing X-Razorpay-Signature header")
         try:
@@ -133,8 +118,8 @@ class RazorpayGateway(Gateway):
             raise SignatureError("body is not UTF-8") from None
         except razorpay.errors.SignatureVerificationError:
             raise SignatureError("Razorpay webhook signature mismatch") from None
-        body = load_event(raw_body)
-        return parse_event(body, dedupe_id(headers, body))
+        body = wire.load_event(raw_body)
+        return wire.parse_event(body, wire.dedupe_id(headers, body))
 
     def verify_return(self, params: Mapping[str, str]) -> GatewayEvent | None:
         """Checks `razorpay_signature`, then reads the link's amount from Razorpay itself."""
@@ -142,7 +127,7 @@ class RazorpayGateway(Gateway):
         if not signature:
             raise SignatureError("the return carries no razorpay_signature")
         try:
-            self.client.utility.verify_signature(return_message(params), signature,
+            self.client.utility.verify_signature(wire.return_message(params), signature,
                                                  self.credentials["key_secret"])
         except razorpay.errors.SignatureVerificationError:
             raise SignatureError("Razorpay return signature mismatch") from None
@@ -154,13 +139,13 @@ class RazorpayGateway(Gateway):
                 else self._find_link(reference))
         if link is None:
             raise GatewayError("Razorpay has no payment link for this payment", code="not_found")
-        status = lookup_status(LINK_STATUS, link.get("status"))
+        status = lookup_status(wire.LINK_STATUS, link.get("status"))
         details: dict[str, Any] = {}
         captured = [p for p in link.get("payments") or [] if p.get("status") == "captured"]
         if status == EventStatus.SUCCEEDED and captured:
             payment = self._call(self.client.payment.fetch, captured[-1]["payment_id"],
                                  {"expand[]": "card"})
-            details = payment_details(payment)
+            details = wire.payment_details(payment)
         return GatewayEvent(
             dedupe_id=None, type=f"payment_link.{link.get('status')}",
             reference=link.get("reference_id") or reference, status=status,
@@ -179,7 +164,7 @@ class RazorpayGateway(Gateway):
         refund = self._call(self.client.payment.refund, request.transaction_id, data,
                             headers={"X-Refund-Idempotency": request.idempotency_key[:40]})
         return RefundResult(refund_id=refund["id"],
-                            status=lookup_status(REFUND_STATUS, refund["status"]),
+                            status=lookup_status(wire.REFUND_STATUS, refund["status"]),
                             amount=int(refund["amount"]), raw=refund)
 
     def cancel_checkout(self, reference: str, checkout_id: str | None) -> None:

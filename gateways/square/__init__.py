@@ -27,24 +27,6 @@ from ..base import (
     lookup_status,
 )
 from . import wire
-from .wire import (
-    HANDLED_EVENTS,
-    NO_RETRIES,
-    REFUND_STATUS,
-    SIGNATURE_HEADER,
-    checkout_id,
-    entity,
-    gateway_error,
-    load_event,
-    money_of,
-    note_reference,
-    order_status_event,
-    parse_event,
-    payment_link_body,
-    refund_body,
-    split_checkout_id,
-    verify_signature,
-)
 
 __all__ = ["SquareGateway", "wire"]
 
@@ -77,7 +59,7 @@ class SquareGateway(Gateway):
     # Payment links cannot save cards, so the portal offers no saved methods for Square.
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND,
                               Capability.CANCEL_CHECKOUT})
-    webhook_events = HANDLED_EVENTS
+    webhook_events = wire.HANDLED_EVENTS
     default_api_base = "https://connect.squareup.com"
     sandbox_api_base = "https://connect.squareupsandbox.com"
 
@@ -87,22 +69,22 @@ class SquareGateway(Gateway):
 
     @classmethod
     def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
-        event = load_event(raw_body)
-        if event["type"] not in HANDLED_EVENTS:
+        event = wire.load_event(raw_body)
+        if event["type"] not in wire.HANDLED_EVENTS:
             raise IgnoredEvent(f"Square event {event['type']} is not used")
-        payment = entity(event["data"]["object"], "payment")
-        return note_reference(payment.get("note"))
+        payment = wire.entity(event["data"]["object"], "payment")
+        return wire.note_reference(payment.get("note"))
 
     @classmethod
     def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
-        obj = load_event(raw_body)["data"]["object"]
-        return entity(obj, "payment").get("id") or entity(obj, "refund").get("payment_id")
+        obj = wire.load_event(raw_body)["data"]["object"]
+        return wire.entity(obj, "payment").get("id") or wire.entity(obj, "refund").get("payment_id")
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            result = fn(*args, **kwargs, request_options=NO_RETRIES)
+            result = fn(*args, **kwargs, request_options=wire.NO_RETRIES)
         except (ApiError, httpx.HTTPError) as exc:
-            raise gateway_error(exc) from None
+            raise wire.gateway_error(exc) from None
         answer: dict[str, Any] = result.model_dump(mode="json", exclude_none=True)
         return answer
 
@@ -118,22 +100,22 @@ class SquareGateway(Gateway):
 
     def create_checkout(self, request: CheckoutRequest) -> Checkout:
         created = self._call(self.client.checkout.payment_links.create,
-                             **payment_link_body(request, self.credentials["location_id"]))
+                             **wire.payment_link_body(request, self.credentials["location_id"]))
         link = created.get("payment_link") or {}
         if not link.get("id") or not link.get("url") or not link.get("order_id"):
             raise GatewayError("Square returned a payment link without an id, URL or order.",
                                retryable=True, raw=created)
-        return Checkout(checkout_id=checkout_id(link["id"], link["order_id"]),
+        return Checkout(checkout_id=wire.checkout_id(link["id"], link["order_id"]),
                         redirect_url=link["url"], raw=created)
 
     def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
-        verify_signature(self.credentials["webhook_signature_key"], self.webhook_url, raw_body,
-                         header(headers, SIGNATURE_HEADER))
-        return parse_event(load_event(raw_body))
+        wire.verify_signature(self.credentials["webhook_signature_key"], self.webhook_url, raw_body,
+                         header(headers, wire.SIGNATURE_HEADER))
+        return wire.parse_event(wire.load_event(raw_body))
 
     def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent:
         """The link's order and each payment tendered on it (Square's return is unsigned)."""
-        link_id, order_id = split_checkout_id(checkout_id)
+        link_id, order_id = wire.split_checkout_id(checkout_id)
         if not order_id and link_id:
             order_id = str(self._get(self.client.checkout.payment_links.get, link_id,
                                      key="payment_link").get("order_id") or "")
@@ -146,23 +128,23 @@ class SquareGateway(Gateway):
         if any(p.get("order_id") != order_id for p in payments):
             raise GatewayError("Square: a payment on the order belongs to another order",
                                raw={"order": order})
-        return order_status_event(reference, order, payments)
+        return wire.order_status_event(reference, order, payments)
 
     def refund(self, request: RefundRequest) -> RefundResult:
         if not request.transaction_id:
             raise GatewayError("Square: this payment has no payment id to refund",
                                code="no_transaction")
-        refund = self._get(self.client.refunds.refund_payment, **refund_body(request),
+        refund = self._get(self.client.refunds.refund_payment, **wire.refund_body(request),
                            key="refund")
-        amount, _currency = money_of(refund)
+        amount, _currency = wire.money_of(refund)
         return RefundResult(refund_id=str(refund.get("id") or ""),
-                            status=lookup_status(REFUND_STATUS, refund.get("status")),
+                            status=lookup_status(wire.REFUND_STATUS, refund.get("status")),
                             amount=int(amount if amount is not None else request.amount),
                             raw=refund)
 
     def cancel_checkout(self, reference: str, checkout_id: str | None) -> None:
         """Deletes the link (Square cancels its order) unless a payment is already on it."""
-        link_id, order_id = split_checkout_id(checkout_id)
+        link_id, order_id = wire.split_checkout_id(checkout_id)
         if not link_id:
             return
         if order_id and self._get(self.client.orders.get, order_id, key="order").get("tenders"):

@@ -30,24 +30,6 @@ from ..base import (
     lookup_status,
 )
 from . import wire
-from .wire import (
-    HANDLED_EVENTS,
-    PAYMENT_INTENT_STATUS,
-    REFUND_REASONS,
-    REFUND_STATUS,
-    SIGNATURE_HEADER,
-    declined_intent,
-    event_reference,
-    from_unix,
-    gateway_error,
-    load_event,
-    object_id,
-    parse_event,
-    payment_intent_event,
-    session_params,
-    session_status_event,
-    verify_signature,
-)
 
 __all__ = ["StripeGateway", "wire"]
 
@@ -65,7 +47,7 @@ class StripeGateway(Gateway):
     )
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND,
                               Capability.SAVED_METHODS, Capability.CANCEL_CHECKOUT})
-    webhook_events = HANDLED_EVENTS
+    webhook_events = wire.HANDLED_EVENTS
     default_api_base = "https://api.stripe.com"
 
     def configure(self) -> None:
@@ -75,15 +57,15 @@ class StripeGateway(Gateway):
 
     @classmethod
     def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
-        event = load_event(raw_body)
-        if event.get("type") not in HANDLED_EVENTS:
+        event = wire.load_event(raw_body)
+        if event.get("type") not in wire.HANDLED_EVENTS:
             raise IgnoredEvent(f"Stripe event {event.get('type')} is not used")
-        return event_reference(event["data"]["object"]) or ""
+        return wire.event_reference(event["data"]["object"]) or ""
 
     @classmethod
     def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
-        obj = load_event(raw_body)["data"]["object"]
-        return object_id(obj.get("payment_intent")) or (
+        obj = wire.load_event(raw_body)["data"]["object"]
+        return wire.object_id(obj.get("payment_intent")) or (
             obj.get("id") if obj.get("object") == "payment_intent" else None)
 
     def _call(self, fn: Callable[..., stripe.StripeObject], *args: Any,
@@ -91,24 +73,24 @@ class StripeGateway(Gateway):
         try:
             return fn(*args, **kwargs).to_dict()
         except stripe.StripeError as exc:
-            raise gateway_error(exc) from None
+            raise wire.gateway_error(exc) from None
 
     def create_checkout(self, request: CheckoutRequest) -> Checkout:
         session = self._call(self.client.v1.checkout.sessions.create,
-                             params=session_params(request, datetime.now(UTC)),
+                             params=wire.session_params(request, datetime.now(UTC)),
                              options={"idempotency_key": request.idempotency_key})
         return Checkout(checkout_id=session["id"], redirect_url=session["url"], raw=session)
 
     def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
-        verify_signature(self.credentials["webhook_secret"], raw_body,
-                         header(headers, SIGNATURE_HEADER))
-        return parse_event(load_event(raw_body))
+        wire.verify_signature(self.credentials["webhook_secret"], raw_body,
+                         header(headers, wire.SIGNATURE_HEADER))
+        return wire.parse_event(wire.load_event(raw_body))
 
     def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent:
         if checkout_id:
             session = self._call(self.client.v1.checkout.sessions.retrieve, checkout_id,
                                  params={"expand": ["payment_intent.payment_method"]})
-            return session_status_event(session)
+            return wire.session_status_event(session)
         raise GatewayError("Stripe: no checkout session to ask about", code="no_checkout")
 
     def refund(self, request: RefundRequest) -> RefundResult:
@@ -120,12 +102,12 @@ class StripeGateway(Gateway):
             "metadata": {"reference": request.reference,
                          "refund_reference": request.idempotency_key.removeprefix("refund-")},
         }
-        if request.reason in REFUND_REASONS:
+        if request.reason in wire.REFUND_REASONS:
             params["reason"] = request.reason
         refund = self._call(self.client.v1.refunds.create, params=params,
                             options={"idempotency_key": request.idempotency_key})
         return RefundResult(refund_id=refund["id"],
-                            status=lookup_status(REFUND_STATUS, refund["status"]),
+                            status=lookup_status(wire.REFUND_STATUS, refund["status"]),
                             amount=int(refund["amount"]), raw=refund)
 
     def cancel_checkout(self, reference: str, checkout_id: str | None) -> None:
@@ -141,8 +123,8 @@ class StripeGateway(Gateway):
         method = intent.get("payment_method")
         if isinstance(method, str):
             method = self._call(self.client.v1.payment_methods.retrieve, method)
-        customer = object_id(intent.get("customer")) or (
-            object_id(method.get("customer")) if method else None)
+        customer = wire.object_id(intent.get("customer")) or (
+            wire.object_id(method.get("customer")) if method else None)
         if not method or not customer:
             return None
         card = method.get("card") or {}
@@ -162,18 +144,19 @@ class StripeGateway(Gateway):
                 params=params, options={"idempotency_key": charge.idempotency_key}).to_dict()
         except stripe.CardError as exc:
             # A decline still created a PaymentIntent: report it as a failed attempt.
-            failed = declined_intent(exc.json_body)
+            failed = wire.declined_intent(exc.json_body)
             return GatewayEvent(
                 dedupe_id=None, type="payment_intent.payment_failed",
                 reference=charge.reference, status=EventStatus.FAILED, amount=charge.amount,
                 currency=charge.currency, transaction_id=failed.get("id"), method="card",
                 raw={"failure_message": exc.user_message or "declined", "error": exc.json_body})
         except stripe.StripeError as exc:
-            raise gateway_error(exc) from None
-        status = lookup_status(PAYMENT_INTENT_STATUS, intent.get("status"))
-        return payment_intent_event(
+            raise wire.gateway_error(exc) from None
+        status = lookup_status(wire.PAYMENT_INTENT_STATUS, intent.get("status"))
+        return wire.payment_intent_event(
             intent, {"dedupe_id": None, "type": f"payment_intent.{intent.get('status')}",
-                     "reference": charge.reference, "occurred_at": from_unix(intent.get("created")),
+                     "reference": charge.reference,
+                     "occurred_at": wire.from_unix(intent.get("created")),
                      "raw": intent}, status)
 
     def delete_saved_method(self, method: SavedMethod) -> None:
@@ -181,9 +164,9 @@ class StripeGateway(Gateway):
             self.client.v1.payment_methods.detach(method.token)
         except stripe.InvalidRequestError as exc:
             if exc.code != "resource_missing" and "not attached" not in str(exc.user_message):
-                raise gateway_error(exc) from None
+                raise wire.gateway_error(exc) from None
         except stripe.StripeError as exc:
-            raise gateway_error(exc) from None
+            raise wire.gateway_error(exc) from None
 
     def test_connection(self) -> str:
         self._call(self.client.v1.checkout.sessions.list, params={"limit": 1})

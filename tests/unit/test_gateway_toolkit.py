@@ -74,8 +74,9 @@ def gateway_modules():
     """(name, the class's file, the wire format's file) of every gateway."""
     for info in pkgutil.iter_modules([str(ROOT)]):
         module = importlib.import_module(f"gateways.{info.name}")
-        classes = [c for c in vars(module).values() if isinstance(c, type)
-                   and issubclass(c, Gateway) and c is not Gateway and c.__module__ == module.__name__]
+        classes = [c for c in vars(module).values()
+                   if isinstance(c, type) and issubclass(c, Gateway) and c is not Gateway
+                   and c.__module__ == module.__name__]
         if classes:
             path = Path(module.__file__)
             yield classes[0].name, path, path.with_name("wire.py") if info.ispkg else path
