@@ -59,4 +59,4 @@ bench: install
 	$(PY) bench/pay_page.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache tests/browser/node_modules
+	rm -rf $(VENV) reports .pytest_cache .mypy_cache tests/browser/node_modules
