@@ -26,8 +26,6 @@ from ..base import (
 )
 from . import wire
 
-__all__ = ["PesoPayGateway", "wire"]
-
 
 class PesoPayGateway(Gateway):
     name = "pesopay"

@@ -27,8 +27,6 @@ from ..base import (
 )
 from . import wire
 
-__all__ = ["PhonePeV1Gateway", "wire"]
-
 
 class PhonePeV1Gateway(Gateway):
     name = "phonepe_v1"

@@ -30,8 +30,6 @@ from ..base import (
 )
 from . import wire
 
-__all__ = ["RazorpayGateway", "wire"]
-
 
 class _TimeoutSession(requests.Session):
     """The SDK takes no timeout: every request it makes gets ours."""

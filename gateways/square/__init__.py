@@ -28,8 +28,6 @@ from ..base import (
 )
 from . import wire
 
-__all__ = ["SquareGateway", "wire"]
-
 
 class _BoundedClient(httpx.Client):
     """The SDK passes one float as every request's timeout: ours (connect, read) replaces it."""

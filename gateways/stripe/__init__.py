@@ -31,8 +31,6 @@ from ..base import (
 )
 from . import wire
 
-__all__ = ["StripeGateway", "wire"]
-
 
 class StripeGateway(Gateway):
     name = "stripe"
