@@ -53,10 +53,11 @@ postgres:
 test: install browser $(AXE) postgres
 	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
 	mkdir -p reports
+	$(PY) -m mypy gateways
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/pay_page.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache tests/browser/node_modules
+	rm -rf $(VENV) reports .pytest_cache .mypy_cache tests/browser/node_modules

@@ -9,11 +9,17 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, ClassVar
+
+from .http import HttpClient
+
+DEFAULT_TIMEOUT = (5.0, 20.0)  # (connect, read) seconds for every gateway call
 
 
 class GatewayError(Exception):
@@ -194,6 +200,32 @@ def lookup_status(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
     return table[value]
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header whatever its case: werkzeug's headers ignore it, a plain dict does not."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value
+
+
+def load_json(raw: bytes | str, what: str, *,
+              parse_float: Callable[[str], Any] | None = None) -> Any:
+    """A body as JSON; MalformedPayload("not <what>") when it is none."""
+    try:
+        return json.loads(raw, parse_float=parse_float)
+    except (UnicodeDecodeError, ValueError):
+        raise MalformedPayload(f"not {what}") from None
+
+
+def json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """A body that must be one JSON object, as every gateway's events are."""
+    body = load_json(raw, what)
+    if not isinstance(body, dict):
+        raise MalformedPayload(f"not {what}")
+    return body
+
+
 def hmac_sha256_hex(key: str | bytes, message: bytes) -> str:
     if isinstance(key, str):
         key = key.encode()
@@ -229,15 +261,31 @@ class Gateway(ABC):
     webhook_ack: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, credentials: Mapping[str, str], *, api_base: str | None = None,
-                 timeout: tuple[float, float] = (5.0, 20.0), webhook_url: str = ""):
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT, webhook_url: str = ""):
         missing = [f.name for f in self.credential_fields
                    if f.required and not credentials.get(f.name)]
         if missing:
             raise GatewayError(f"missing credentials: {', '.join(missing)}", code="not_configured")
         self.credentials = dict(credentials)
-        self.api_base = (api_base or self.default_api_base).rstrip("/")
+        self.api_base = (api_base or self.api_base_for(self.credentials)).rstrip("/")
         self.timeout = timeout
         self.webhook_url = webhook_url  # our endpoint, for gateways that sign over it (Square)
+        self.configure()
+
+    @classmethod
+    def api_base_for(cls, credentials: Mapping[str, str]) -> str:
+        """The host when the portal names none; PayTabs' depends on the account's region."""
+        return cls.default_api_base
+
+    def configure(self) -> None:
+        """Checks what the gateway needs beyond present credentials and builds its SDK client;
+        raises GatewayError(code="not_configured") for settings it cannot work with."""
+        return None
+
+    @cached_property
+    def http(self) -> HttpClient:
+        """Plain HTTP to `api_base`, for gateways without an SDK."""
+        return HttpClient(self.api_base, timeout=self.timeout, error_class=GatewayError)
 
     def __repr__(self) -> str:  # never show credentials
         return f"<{type(self).__name__} api_base={self.api_base!r}>"

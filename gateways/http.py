@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import requests
@@ -29,7 +29,8 @@ def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
 class HttpClient:
     """A requests session with the timeouts and error mapping every gateway needs."""
 
-    def __init__(self, base: str, *, timeout: tuple[float, float], error_class: type[Exception]):
+    def __init__(self, base: str, *, timeout: tuple[float, float],
+                 error_class: Callable[..., Exception]):
         self.base = base.rstrip("/")
         self.timeout = timeout
         self.error_class = error_class

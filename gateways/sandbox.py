@@ -4,6 +4,7 @@ Hosted page: `{api_base}/checkout/<reference>?...&sig=...` (the portal serves it
 Webhook: JSON `{"id", "type", "created", "data": {"reference", "amount", "currency"}}` with
 `Sandbox-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, Stripe's scheme, 300 s tolerance.
 Status and refund: a small JSON API under `{api_base}/api/`, signed the same way.
+Notes: docs/gateways/sandbox.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from .base import (
@@ -28,10 +30,13 @@ from .base import (
     RefundResult,
     SignatureError,
     constant_time_equal,
+    header,
     hmac_sha256_hex,
+    json_object,
     lookup_status,
 )
-from .http import HttpClient
+
+# ---- constants ----------------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 TOLERANCE_SECONDS = 300
@@ -50,6 +55,42 @@ REFUND_STATUS = {"succeeded": EventStatus.REFUND_SUCCEEDED, "failed": EventStatu
 CHECKOUT_PARAMS = ("amount", "currency", "merchant", "bill", "description", "return_url",
                    "notify_url", "expires")
 
+
+# ---- wire format --------------------------------------------------------------------------------
+
+def build_event(event_id: str, succeeded: bool, reference: str, amount: int, currency: str,
+                created: int | None = None) -> bytes:
+    """The exact webhook body the sandbox sends for an outcome."""
+    return json.dumps({
+        "id": event_id,
+        "type": "payment.succeeded" if succeeded else "payment.failed",
+        "created": int(time.time()) if created is None else created,
+        "data": {"reference": reference, "amount": amount, "currency": currency},
+    }, separators=(",", ":")).encode()
+
+
+def parse_event(body: Mapping[str, Any]) -> GatewayEvent:
+    try:
+        data = body["data"]
+        kind = body["type"]
+        event = GatewayEvent(
+            dedupe_id=str(body["id"]),
+            type=kind,
+            reference=str(data["reference"]),
+            status=lookup_status(EVENT_STATUS, kind),
+            amount=int(data["amount"]),
+            currency=str(data["currency"]).upper(),
+            transaction_id=f"sbx_{body['id']}",
+            method="sandbox",
+            occurred_at=datetime.fromtimestamp(int(body["created"]), UTC),
+            raw=body,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedPayload(f"malformed sandbox event: {exc}") from None
+    return event
+
+
+# ---- signatures ---------------------------------------------------------------------------------
 
 def sign(secret: str, payload: bytes, timestamp: int) -> str:
     """The `Sandbox-Signature` header value for `payload` at `timestamp`."""
@@ -102,47 +143,7 @@ def verify_checkout_query(secret: str, args: Mapping[str, str]) -> dict[str, str
     return params
 
 
-def build_event(event_id: str, succeeded: bool, reference: str, amount: int, currency: str,
-                created: int | None = None) -> bytes:
-    """The exact webhook body the sandbox sends for an outcome."""
-    return json.dumps({
-        "id": event_id,
-        "type": "payment.succeeded" if succeeded else "payment.failed",
-        "created": int(time.time()) if created is None else created,
-        "data": {"reference": reference, "amount": amount, "currency": currency},
-    }, separators=(",", ":")).encode()
-
-
-def parse_event(body: Mapping) -> GatewayEvent:
-    try:
-        data = body["data"]
-        kind = body["type"]
-        event = GatewayEvent(
-            dedupe_id=str(body["id"]),
-            type=kind,
-            reference=str(data["reference"]),
-            status=lookup_status(EVENT_STATUS, kind),
-            amount=int(data["amount"]),
-            currency=str(data["currency"]).upper(),
-            transaction_id=f"sbx_{body['id']}",
-            method="sandbox",
-            occurred_at=datetime.fromtimestamp(int(body["created"]), UTC),
-            raw=body,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedPayload(f"malformed sandbox event: {exc}") from None
-    return event
-
-
-def _load_json(raw_body: bytes) -> dict:
-    try:
-        body = json.loads(raw_body)
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedPayload("body is not JSON") from None
-    if not isinstance(body, dict):
-        raise MalformedPayload("body is not a JSON object")
-    return body
-
+# ---- the class ----------------------------------------------------------------------------------
 
 class SandboxGateway(Gateway):
     name = "sandbox"
@@ -154,18 +155,15 @@ class SandboxGateway(Gateway):
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND})
     webhook_events = ("payment.succeeded", "payment.failed")
 
-    def __init__(self, credentials, *, api_base=None, timeout=(5.0, 20.0), webhook_url=""):
-        if not api_base:
+    def configure(self) -> None:
+        if not self.api_base:
             raise GatewayError("the sandbox needs its API base URL", code="not_configured")
-        super().__init__(credentials, api_base=api_base, timeout=timeout,
-                         webhook_url=webhook_url)
         self.secret = self.credentials["webhook_secret"]
-        self.http = HttpClient(self.api_base, timeout=timeout, error_class=GatewayError)
 
     @classmethod
-    def extract_reference(cls, headers, raw_body):
+    def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
         try:
-            return str(_load_json(raw_body)["data"]["reference"])
+            return str(json_object(raw_body, "a sandbox event")["data"]["reference"])
         except (KeyError, TypeError):
             raise MalformedPayload("no reference in event") from None
 
@@ -184,20 +182,22 @@ class SandboxGateway(Gateway):
         return Checkout(checkout_id=f"sbx_cs_{request.reference}", redirect_url=url,
                         raw={"checkout_url": url})
 
-    def parse_webhook(self, headers, raw_body):
-        verify_signature(self.secret, raw_body, headers.get(SIGNATURE_HEADER))
-        return parse_event(_load_json(raw_body))
+    def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
+        verify_signature(self.secret, raw_body, header(headers, SIGNATURE_HEADER))
+        return parse_event(json_object(raw_body, "a sandbox event"))
 
     def _signed_headers(self, payload: bytes) -> dict[str, str]:
         return {SIGNATURE_HEADER: sign(self.secret, payload, int(time.time())),
                 "Content-Type": "application/json"}
 
-    def _call(self, method: str, path: str, payload: bytes = b"") -> dict:
+    def _call(self, method: str, path: str, payload: bytes = b"") -> dict[str, Any]:
         response = self.http.request(method, path, headers=self._signed_headers(payload),
                                      data=payload or None)
         try:
             body = response.json()
         except ValueError:
+            body = {}
+        if not isinstance(body, dict):
             body = {}
         if response.status_code >= 400:
             message = (body.get("error") or {}).get("message") or f"HTTP {response.status_code}"
@@ -206,7 +206,7 @@ class SandboxGateway(Gateway):
                                http_status=response.status_code, raw=body)
         return body
 
-    def fetch_status(self, reference, checkout_id=None):
+    def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent:
         path = f"/api/checkouts/{reference}"
         body = self._call("GET", path, path.encode())
         status = body.get("status", "")

@@ -5,16 +5,12 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency
 
-# Babel's table follows CLDR, which rounds some currencies for cash (e.g. ISK, HUF, TWD) and
-# disagrees with ISO 4217 on a few; gateways take ISO exponents, so ISO wins where they differ.
-ISO_EXPONENTS = {
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
-    "PYG": 0, "RWF": 0, "UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-    "HUF": 2, "TWD": 2, "IDR": 2, "INR": 2, "PHP": 2, "AED": 2, "SAR": 2, "EGP": 2,
-}
+# One exponent table for bills and gateways: ISO 4217 where CLDR disagrees, else Babel's.
+from gateways.currency import ISO_EXPONENTS as ISO_EXPONENTS  # noqa: F401  public name
+from gateways.currency import CurrencyError
+from gateways.currency import exponent as currency_exponent
 
 # Offered in forms; any ISO code with a known exponent is accepted through the API.
 COMMON_CURRENCIES = ("INR", "USD", "EUR", "GBP", "AED", "SAR", "QAR", "BHD", "KWD", "OMR",
@@ -31,12 +27,10 @@ class MoneyError(ValueError):
 
 
 def exponent(currency: str) -> int:
-    currency = currency.upper()
-    if currency in ISO_EXPONENTS:
-        return ISO_EXPONENTS[currency]
-    if len(currency) != 3 or not currency.isalpha():
-        raise MoneyError(f"{currency!r} is not an ISO 4217 currency code")
-    return get_currency_precision(currency)
+    try:
+        return currency_exponent(currency)
+    except CurrencyError as exc:
+        raise MoneyError(str(exc)) from None
 
 
 def is_known_currency(currency: str) -> bool:

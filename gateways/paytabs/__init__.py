@@ -1,7 +1,7 @@
 """PayTabs (PT2): Hosted Payment Page, signed return and IPN, query, refunds, saved cards.
 
 Plain HTTP: PayTabs publishes no Python SDK. The wire format lives in `wire.py`; facts in
-../shared/reference/gateways.md §5. Our payment reference is the `cart_id` of the sale; a
+docs/gateways/paytabs.md. Our payment reference is the `cart_id` of the sale; a
 refund's `cart_id` is our refund reference and its `previous_tran_ref` names the sale.
 """
 
@@ -25,19 +25,12 @@ from ..base import (
     SavedMethod,
     SavedMethodCharge,
     SignatureError,
+    header,
 )
-from ..http import HttpClient
 from . import wire
 from .wire import REGION_HOSTS, REGION_NAMES
 
 __all__ = ["PayTabsGateway"]
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict in tests or tools; werkzeug's headers ignore case
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -63,10 +56,11 @@ class PayTabsGateway(Gateway):
     # Each payment names our endpoint as its `callback`; nothing to subscribe to.
     webhook_events = ()
 
-    def __init__(self, credentials, *, api_base=None, timeout=(5.0, 20.0), webhook_url=""):
-        region_host = REGION_HOSTS.get(str(credentials.get("region") or "").upper(), "")
-        super().__init__(credentials, api_base=api_base or region_host, timeout=timeout,
-                         webhook_url=webhook_url)
+    @classmethod
+    def api_base_for(cls, credentials: Mapping[str, str]) -> str:
+        return REGION_HOSTS.get(str(credentials.get("region") or "").upper(), "")
+
+    def configure(self) -> None:
         if not self.api_base:
             raise GatewayError("Choose the PayTabs region of the account.", code="not_configured")
         profile_id = self.credentials["profile_id"].strip()
@@ -74,14 +68,13 @@ class PayTabsGateway(Gateway):
             raise GatewayError("The PayTabs profile ID is a number.", code="not_configured")
         self.profile_id = int(profile_id)
         self.server_key = self.credentials["server_key"]
-        self.http = HttpClient(self.api_base, timeout=timeout, error_class=GatewayError)
 
     @classmethod
-    def extract_reference(cls, headers, raw_body):
+    def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
         return wire.ipn_reference(wire.load_ipn(raw_body))
 
     @classmethod
-    def extract_transaction_id(cls, headers, raw_body):
+    def extract_transaction_id(cls, headers: Mapping[str, str], raw_body: bytes) -> str | None:
         return str(wire.load_ipn(raw_body).get("previous_tran_ref") or "") or None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
@@ -99,7 +92,7 @@ class PayTabsGateway(Gateway):
             raise failure
         return answer
 
-    def _transaction(self, tran_ref: str) -> dict:
+    def _transaction(self, tran_ref: str) -> dict[str, Any]:
         answer = self._post("/payment/query", {"profile_id": self.profile_id,
                                                "tran_ref": tran_ref})
         if not isinstance(answer, dict) or answer.get("tran_ref") != tran_ref:
@@ -107,7 +100,7 @@ class PayTabsGateway(Gateway):
                                code="gateway_error", raw=answer)
         return answer
 
-    def _cart(self, cart_id: str) -> list[dict]:
+    def _cart(self, cart_id: str) -> list[dict[str, Any]]:
         answer = self._post("/payment/query", {"profile_id": self.profile_id,
                                                "cart_id": cart_id})
         if isinstance(answer, dict):
@@ -127,16 +120,16 @@ class PayTabsGateway(Gateway):
         # The page's tran_ref is the sale's: refunds and queries name it (as PayTabs' Odoo does).
         return Checkout(checkout_id=page["tran_ref"], redirect_url=page["redirect_url"], raw=page)
 
-    def parse_webhook(self, headers, raw_body):
+    def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
         wire.verify_ipn_signature(self.server_key, raw_body,
-                                  _header(headers, wire.SIGNATURE_HEADER))
+                                  header(headers, wire.SIGNATURE_HEADER))
         body = wire.load_ipn(raw_body)
         profile = body.get("profile_id", body.get("profileId"))
         if profile is not None and str(profile) != str(self.profile_id):
             raise SignatureError("the IPN is for another PayTabs profile")
         return wire.transaction_event(body, dedupe=True)
 
-    def verify_return(self, params):
+    def verify_return(self, params: Mapping[str, str]) -> GatewayEvent | None:
         """Checks the signed form PayTabs posts back, then reads the sale (the form carries
         no amount) from PayTabs itself. A return without PayTabs' fields is not signed:
         the portal then polls."""
@@ -149,7 +142,7 @@ class PayTabsGateway(Gateway):
                                code="mismatch")
         return event
 
-    def fetch_status(self, reference, checkout_id=None):
+    def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent:
         """Every attempt on our cart; an authorised one wins, then one still pending."""
         events = [wire.status_event(t) for t in self._cart(reference)
                   if wire.tran_kind(t) in wire.PAYMENT_TYPES]

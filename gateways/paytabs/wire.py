@@ -1,6 +1,6 @@
-"""PayTabs PT2 wire format in pure functions: hosts, amounts, request bodies, signatures, events.
+"""PayTabs PT2 wire format in pure functions: hosts, amounts, request bodies, events, signatures.
 
-Facts: ../shared/reference/gateways.md §5, checked against paytabscom/php-sdk (AbstractBrowser,
+Protocol notes: docs/gateways/paytabs.md, checked against paytabscom/php-sdk (AbstractBrowser,
 Callback, TranStatus, Helpers::responseStage, tests/fixtures/responses) and PayTabs' own Odoo
 module (paytabscom/paytabs-odoo, payment_paytabs_official).
 """
@@ -12,7 +12,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -29,7 +28,12 @@ from ..base import (
     UnknownStatus,
     constant_time_equal,
     hmac_sha256_hex,
+    lookup_status,
 )
+from ..base import load_json as base_load_json
+from ..currency import AmountError, to_major, to_minor
+
+# ---- constants ----------------------------------------------------------------------------------
 
 # There is no sandbox host: a test profile on the account's own regional host takes test cards.
 REGION_HOSTS = {
@@ -50,11 +54,9 @@ REGION_NAMES = {
     "GLOBAL": "Global",
 }
 
-# ISO 4217 exponents of the currencies PayTabs lists for cart_currency.
-EXPONENTS = {
-    "AED": 2, "BHD": 3, "EGP": 2, "EUR": 2, "GBP": 2, "HKD": 2, "IDR": 2, "INR": 2, "IQD": 3,
-    "JOD": 3, "JPY": 0, "KWD": 3, "MAD": 2, "OMR": 3, "PKR": 2, "QAR": 2, "SAR": 2, "USD": 2,
-}
+# The currencies PayTabs lists for cart_currency; their exponents are ISO's (gateways/currency.py).
+CURRENCIES = frozenset({"AED", "BHD", "EGP", "EUR", "GBP", "HKD", "IDR", "INR", "IQD", "JOD",
+                        "JPY", "KWD", "MAD", "OMR", "PKR", "QAR", "SAR", "USD"})
 
 SIGNATURE_HEADER = "Signature"
 TOKEN_FORMAT = 2  # 32 hex characters, the SDKs' default
@@ -94,43 +96,29 @@ MASKED_CARD = re.compile(r"[\d#*xX ]*(\d{4})")
 ERROR_CODES = {1: "bad_credentials", 4: "duplicate"}
 
 
-def lookup(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
-    letter = str(value or "").upper()  # the SDK upper-cases before matching too
-    if letter not in table:
-        raise UnknownStatus(str(value))
-    return table[letter]
+# ---- wire format: money -------------------------------------------------------------------------
 
-
-# ---- money -------------------------------------------------------------------------------
-
-def exponent(currency: str) -> int:
-    try:
-        return EXPONENTS[(currency or "").upper()]
-    except KeyError:
+def supported(currency: str) -> str:
+    """The currency's code, when PayTabs takes it."""
+    code = (currency or "").upper()
+    if code not in CURRENCIES:
         raise GatewayError(f"PayTabs does not take payments in {currency}.",
-                           code="unsupported_currency") from None
+                           code="unsupported_currency")
+    return code
 
 
 def major_amount(minor: int, currency: str) -> str:
     """12345 KWD -> '12.345', 1500 JPY -> '1500': exactly the currency's decimals."""
-    places = exponent(currency)
-    return f"{Decimal(minor).scaleb(-places):.{places}f}"
+    return to_major(minor, supported(currency))
 
 
 def minor_amount(value: Any, currency: str) -> int:
     """A PayTabs amount ('12.345', or an exact JSON number) in minor units; never rounded."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise MalformedPayload(f"amount {value!r} is not a number")
+    code = supported(currency)
     try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise MalformedPayload(f"amount {value!r} is not a number") from None
-    if not number.is_finite():
-        raise MalformedPayload(f"amount {value!r} is not a number")
-    minor = number.scaleb(exponent(currency))
-    if minor != minor.to_integral_value():
-        raise MalformedPayload(f"{value} {currency} is not a whole number of minor units")
-    return int(minor)
+        return to_minor(value, code)
+    except AmountError as exc:
+        raise MalformedPayload(str(exc)) from None
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
@@ -151,13 +139,15 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
 
 def load_json(raw: bytes | str) -> Any:
     """Numbers with a fraction stay exact (as text); nothing becomes a float."""
-    try:
-        return json.loads(raw, parse_float=str)
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedPayload("not JSON") from None
+    return base_load_json(raw, "JSON", parse_float=str)
 
 
-# ---- request bodies ----------------------------------------------------------------------
+def status_of(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
+    """`response_status` in a table; upper-cased first, as the SDK does."""
+    return lookup_status(table, value.upper() if isinstance(value, str) else value)
+
+
+# ---- wire format: request bodies ----------------------------------------------------------------
 
 def _description(text: str) -> str:
     return text[:DESCRIPTION_LIMIT]
@@ -170,7 +160,7 @@ def customer_details(request: CheckoutRequest) -> dict[str, str]:
                                           ("phone", request.customer_phone)) if value}
 
 
-def payment_request(profile_id: int, request: CheckoutRequest, callback_url: str) -> dict:
+def payment_request(profile_id: int, request: CheckoutRequest, callback_url: str) -> dict[str, Any]:
     """The `POST /payment/request` body that opens a Hosted Payment Page for one payment."""
     body: dict[str, Any] = {
         "profile_id": profile_id,
@@ -199,7 +189,7 @@ def refund_cart_id(refund: RefundRequest) -> str:
     return refund.idempotency_key.removeprefix("refund-")
 
 
-def refund_request(profile_id: int, refund: RefundRequest) -> dict:
+def refund_request(profile_id: int, refund: RefundRequest) -> dict[str, Any]:
     """A follow-up `tran_type: refund` on the sale; partial amounts are allowed."""
     return {
         "profile_id": profile_id,
@@ -213,7 +203,7 @@ def refund_request(profile_id: int, refund: RefundRequest) -> dict:
     }
 
 
-def recurring_request(profile_id: int, charge: SavedMethodCharge) -> dict:
+def recurring_request(profile_id: int, charge: SavedMethodCharge) -> dict[str, Any]:
     """A merchant-initiated sale on a saved token, quoting the sale that created the token."""
     return {
         "profile_id": profile_id,
@@ -243,7 +233,114 @@ def api_failure(http_status: int, body: Any) -> GatewayError | None:
     return None
 
 
-# ---- signatures --------------------------------------------------------------------------
+# ---- wire format: transactions as events --------------------------------------------------------
+
+def load_ipn(raw_body: bytes) -> dict[str, Any]:
+    body = load_json(raw_body)
+    if not isinstance(body, dict) or not isinstance(body.get("tran_ref"), str) \
+            or not isinstance(body.get("tran_type"), str):
+        raise MalformedPayload("not a PayTabs transaction")
+    return body
+
+
+def tran_kind(body: Mapping[str, Any]) -> str:
+    return str(body.get("tran_type") or "").strip().lower()
+
+
+def ipn_reference(body: Mapping[str, Any]) -> str:
+    """Our payment reference in an unverified IPN, or "" when only the sale's tran_ref leads
+    to it (a refund's cart_id is our refund reference)."""
+    kind = tran_kind(body)
+    if kind in UNUSED_TYPES:
+        raise IgnoredEvent(f"PayTabs {kind} transactions are not used")
+    if kind in REVERSAL_TYPES:
+        return ""
+    return str(body.get("cart_id") or "")
+
+
+def charged(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """What was charged: `tran_total` in `tran_currency` (after any discount), else the cart."""
+    if body.get("tran_currency") and body.get("tran_total") is not None:
+        currency, value = str(body["tran_currency"]).upper(), body["tran_total"]
+    elif body.get("cart_currency") and body.get("cart_amount") is not None:
+        currency, value = str(body["cart_currency"]).upper(), body["cart_amount"]
+    else:
+        return None, None
+    return minor_amount(value, currency), currency
+
+
+def card_details(body: Mapping[str, Any]) -> dict[str, Any]:
+    info = body.get("payment_info") or {}
+    scheme = str(info.get("card_scheme") or "").strip()
+    masked = MASKED_CARD.fullmatch(str(info.get("payment_description") or "").strip())
+    method = "card" if scheme else (str(info.get("payment_method") or "").lower() or None)
+    return {"method": method, "card_brand": scheme.lower() or None,
+            "card_last4": masked.group(1) if scheme and masked else None}
+
+
+def _occurred_at(result: Mapping[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(result.get("transaction_time")))
+    except ValueError:
+        return None
+
+
+def transaction_event(body: Mapping[str, Any], *, dedupe: bool) -> GatewayEvent:
+    """One PayTabs transaction (IPN, query or follow-up answer) in our words.
+
+    IPNs carry no event id: a transaction's ref, type and status identify one delivery, so a
+    replay is a duplicate while `H` then `A` on the same tran_ref are two facts.
+    """
+    kind = tran_kind(body)
+    if kind in UNUSED_TYPES:
+        raise IgnoredEvent(f"PayTabs {kind} transactions are not used")
+    if kind not in PAYMENT_TYPES | REVERSAL_TYPES:
+        raise UnknownStatus(f"tran_type {body.get('tran_type')}")
+    result = body.get("payment_result")
+    if not isinstance(result, Mapping):
+        raise MalformedPayload("the transaction has no payment_result")
+    letter = str(result.get("response_status") or "").upper()
+    reversal = kind in REVERSAL_TYPES
+    status = status_of(REFUND_STATUS if reversal else PAYMENT_STATUS, result.get("response_status"))
+    amount, currency = charged(body)
+    raw = dict(body)
+    if status in (EventStatus.FAILED, EventStatus.REFUND_FAILED):
+        raw["failure_message"] = str(result.get("response_message") or "declined at PayTabs")
+    tran_ref = str(body["tran_ref"])
+    common: dict[str, Any] = {
+        "dedupe_id": f"{tran_ref}:{kind}:{letter}" if dedupe else None,
+        "type": f"{kind}.{letter}", "status": status, "amount": amount, "currency": currency,
+        "occurred_at": _occurred_at(result), "raw": raw}
+    if reversal:
+        return GatewayEvent(**common, reference="",
+                            transaction_id=str(body.get("previous_tran_ref") or "") or None,
+                            refund_id=tran_ref,
+                            refund_reference=str(body.get("cart_id") or "") or None)
+    return GatewayEvent(**common, reference=str(body.get("cart_id") or ""),
+                        transaction_id=tran_ref, **card_details(body))
+
+
+def status_event(body: Mapping[str, Any]) -> GatewayEvent:
+    """A queried transaction; one whose page was never completed has no result yet."""
+    if "payment_result" not in body and tran_kind(body) in PAYMENT_TYPES:
+        amount, currency = charged({k: v for k, v in body.items() if k != "tran_total"})
+        return GatewayEvent(dedupe_id=None, type="sale.unpaid", status=EventStatus.PENDING,
+                            reference=str(body.get("cart_id") or ""), amount=amount,
+                            currency=currency, transaction_id=str(body.get("tran_ref") or ""),
+                            raw=dict(body))
+    return transaction_event(body, dedupe=False)
+
+
+def pick_sale(events: list[GatewayEvent]) -> GatewayEvent | None:
+    """Of all attempts on one cart (newest first), the one that decides the payment."""
+    for wanted in (EventStatus.SUCCEEDED, EventStatus.PENDING):
+        for event in events:
+            if event.status == wanted and event.type != "sale.unpaid":
+                return event
+    return events[0] if events else None
+
+
+# ---- signatures ---------------------------------------------------------------------------------
 
 def _php_urlencode(text: str) -> str:
     """PHP's urlencode(), which http_build_query uses: quote_plus, but `~` is encoded too."""
@@ -281,110 +378,3 @@ def verify_ipn_signature(server_key: str, raw_body: bytes, header: str | None) -
         raise SignatureError("missing Signature header")
     if not constant_time_equal(sign_ipn(server_key, raw_body), header):
         raise SignatureError("PayTabs IPN signature mismatch")
-
-
-# ---- transactions as events --------------------------------------------------------------
-
-def load_ipn(raw_body: bytes) -> dict:
-    body = load_json(raw_body)
-    if not isinstance(body, dict) or not isinstance(body.get("tran_ref"), str) \
-            or not isinstance(body.get("tran_type"), str):
-        raise MalformedPayload("not a PayTabs transaction")
-    return body
-
-
-def tran_kind(body: Mapping) -> str:
-    return str(body.get("tran_type") or "").strip().lower()
-
-
-def ipn_reference(body: Mapping) -> str:
-    """Our payment reference in an unverified IPN, or "" when only the sale's tran_ref leads
-    to it (a refund's cart_id is our refund reference)."""
-    kind = tran_kind(body)
-    if kind in UNUSED_TYPES:
-        raise IgnoredEvent(f"PayTabs {kind} transactions are not used")
-    if kind in REVERSAL_TYPES:
-        return ""
-    return str(body.get("cart_id") or "")
-
-
-def charged(body: Mapping) -> tuple[int | None, str | None]:
-    """What was charged: `tran_total` in `tran_currency` (after any discount), else the cart."""
-    if body.get("tran_currency") and body.get("tran_total") is not None:
-        currency, value = str(body["tran_currency"]).upper(), body["tran_total"]
-    elif body.get("cart_currency") and body.get("cart_amount") is not None:
-        currency, value = str(body["cart_currency"]).upper(), body["cart_amount"]
-    else:
-        return None, None
-    return minor_amount(value, currency), currency
-
-
-def card_details(body: Mapping) -> dict[str, Any]:
-    info = body.get("payment_info") or {}
-    scheme = str(info.get("card_scheme") or "").strip()
-    masked = MASKED_CARD.fullmatch(str(info.get("payment_description") or "").strip())
-    method = "card" if scheme else (str(info.get("payment_method") or "").lower() or None)
-    return {"method": method, "card_brand": scheme.lower() or None,
-            "card_last4": masked.group(1) if scheme and masked else None}
-
-
-def _occurred_at(result: Mapping) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(result.get("transaction_time")))
-    except ValueError:
-        return None
-
-
-def transaction_event(body: Mapping, *, dedupe: bool) -> GatewayEvent:
-    """One PayTabs transaction (IPN, query or follow-up answer) in our words.
-
-    IPNs carry no event id: a transaction's ref, type and status identify one delivery, so a
-    replay is a duplicate while `H` then `A` on the same tran_ref are two facts.
-    """
-    kind = tran_kind(body)
-    if kind in UNUSED_TYPES:
-        raise IgnoredEvent(f"PayTabs {kind} transactions are not used")
-    if kind not in PAYMENT_TYPES | REVERSAL_TYPES:
-        raise UnknownStatus(f"tran_type {body.get('tran_type')}")
-    result = body.get("payment_result")
-    if not isinstance(result, Mapping):
-        raise MalformedPayload("the transaction has no payment_result")
-    letter = str(result.get("response_status") or "").upper()
-    reversal = kind in REVERSAL_TYPES
-    status = lookup(REFUND_STATUS if reversal else PAYMENT_STATUS, result.get("response_status"))
-    amount, currency = charged(body)
-    raw = dict(body)
-    if status in (EventStatus.FAILED, EventStatus.REFUND_FAILED):
-        raw["failure_message"] = str(result.get("response_message") or "declined at PayTabs")
-    tran_ref = str(body["tran_ref"])
-    common: dict[str, Any] = {
-        "dedupe_id": f"{tran_ref}:{kind}:{letter}" if dedupe else None,
-        "type": f"{kind}.{letter}", "status": status, "amount": amount, "currency": currency,
-        "occurred_at": _occurred_at(result), "raw": raw}
-    if reversal:
-        return GatewayEvent(**common, reference="",
-                            transaction_id=str(body.get("previous_tran_ref") or "") or None,
-                            refund_id=tran_ref,
-                            refund_reference=str(body.get("cart_id") or "") or None)
-    return GatewayEvent(**common, reference=str(body.get("cart_id") or ""),
-                        transaction_id=tran_ref, **card_details(body))
-
-
-def status_event(body: Mapping) -> GatewayEvent:
-    """A queried transaction; one whose page was never completed has no result yet."""
-    if "payment_result" not in body and tran_kind(body) in PAYMENT_TYPES:
-        amount, currency = charged({k: v for k, v in body.items() if k != "tran_total"})
-        return GatewayEvent(dedupe_id=None, type="sale.unpaid", status=EventStatus.PENDING,
-                            reference=str(body.get("cart_id") or ""), amount=amount,
-                            currency=currency, transaction_id=str(body.get("tran_ref") or ""),
-                            raw=dict(body))
-    return transaction_event(body, dedupe=False)
-
-
-def pick_sale(events: list[GatewayEvent]) -> GatewayEvent | None:
-    """Of all attempts on one cart (newest first), the one that decides the payment."""
-    for wanted in (EventStatus.SUCCEEDED, EventStatus.PENDING):
-        for event in events:
-            if event.status == wanted and event.type != "sale.unpaid":
-                return event
-    return events[0] if events else None

@@ -6,7 +6,7 @@ static hash, so it only lets the callback in: every fact comes from PhonePe's st
 
 Hosts: production (OAuth at identity-manager, the rest at /apis/pg) for keys marked live, the
 sandbox (one base for every path) for keys marked test; `PORTAL_PHONEPE_API_BASE` (a proxy or a
-fake) overrides both and then serves every path.
+fake) overrides both and then serves every path. Protocol notes: docs/gateways/phonepe.md.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from ..base import (
     CredentialField,
     Gateway,
     GatewayError,
+    GatewayEvent,
     RefundRequest,
     RefundResult,
     SignatureError,
+    header,
+    lookup_status,
 )
 from ..http import HttpClient
 from . import wire
@@ -60,7 +63,7 @@ class TokenCache:
                 self._tokens[key] = token
             return token.header
 
-    def _usable(self, key, rejected) -> wire.AccessToken | None:
+    def _usable(self, key: tuple[str, str], rejected: str | None) -> wire.AccessToken | None:
         token = self._tokens.get(key)
         if token is None or token.header == rejected or self.clock() >= token.refresh_at:
             return None
@@ -128,11 +131,8 @@ class PhonePeGateway(Gateway):
     status_check_cutoff = wire.STATUS_CHECK_CUTOFF
     return_check_delay = 20  # PhonePe: first status check 20-25 s after the return
 
-    def __init__(self, credentials, *, api_base=None, timeout=(5.0, 20.0), webhook_url=""):
-        super().__init__(credentials, api_base=api_base, timeout=timeout,
-                         webhook_url=webhook_url)
-        self.pg = HttpClient(self.api_base, timeout=timeout, error_class=GatewayError)
-        self.oauth = HttpClient(wire.oauth_base(self.api_base), timeout=timeout,
+    def configure(self) -> None:
+        self.oauth = HttpClient(wire.oauth_base(self.api_base), timeout=self.timeout,
                                 error_class=GatewayError)
         self._token_key = (self.api_base, self.credentials["client_id"])
 
@@ -146,7 +146,7 @@ class PhonePeGateway(Gateway):
         return values
 
     @classmethod
-    def extract_reference(cls, headers, raw_body):
+    def extract_reference(cls, headers: Mapping[str, str], raw_body: bytes) -> str:
         return wire.parse_callback(raw_body).reference
 
     # ---- HTTP ------------------------------------------------------------------------------
@@ -166,13 +166,14 @@ class PhonePeGateway(Gateway):
         return wire.parse_token(body, TOKENS.clock())
 
     def _call(self, method: str, path: str, what: str, *, body: Any = None,
-              params: Mapping[str, str] | None = None) -> dict:
+              params: Mapping[str, str] | None = None) -> dict[str, Any]:
         """An authorised PG call; a 401 fetches a fresh token and tries once more."""
-        header = TOKENS.header(self._token_key, self._fetch_token)
-        response = self._send(method, path, header, body, params)
+        authorization = TOKENS.header(self._token_key, self._fetch_token)
+        response = self._send(method, path, authorization, body, params)
         if response.status_code == 401:
-            header = TOKENS.header(self._token_key, self._fetch_token, rejected=header)
-            response = self._send(method, path, header, body, params)
+            authorization = TOKENS.header(self._token_key, self._fetch_token,
+                                          rejected=authorization)
+            response = self._send(method, path, authorization, body, params)
         if response.status_code >= 300:
             raise answer_error(response, what)
         try:
@@ -185,17 +186,18 @@ class PhonePeGateway(Gateway):
                                http_status=response.status_code)
         return answer
 
-    def _send(self, method, path, header, body, params) -> requests.Response:
-        headers = {"Authorization": header, "Accept": "application/json"}
+    def _send(self, method: str, path: str, authorization: str, body: Any,
+              params: Mapping[str, str] | None) -> requests.Response:
+        headers = {"Authorization": authorization, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        return self.pg.request(method, path, headers=headers, json=body, params=params)
+        return self.http.request(method, path, headers=headers, json=body, params=params)
 
-    def _order(self, reference: str) -> dict:
+    def _order(self, reference: str) -> dict[str, Any]:
         path = wire.ORDER_STATUS_PATH.format(merchant_order_id=quote(reference, safe=""))
         return self._call("GET", path, "the order status request", params={"details": "false"})
 
-    def _refund_status(self, merchant_refund_id: str) -> dict:
+    def _refund_status(self, merchant_refund_id: str) -> dict[str, Any]:
         path = wire.REFUND_STATUS_PATH.format(
             merchant_refund_id=quote(merchant_refund_id, safe=""))
         return self._call("GET", path, "the refund status request")
@@ -211,10 +213,10 @@ class PhonePeGateway(Gateway):
         return Checkout(checkout_id=order["orderId"], redirect_url=order["redirectUrl"],
                         raw=order)
 
-    def parse_webhook(self, headers, raw_body):
+    def parse_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> GatewayEvent:
         """Lets in a callback carrying our `Authorization` hash, then asks PhonePe what is true."""
-        header = headers.get("Authorization") or headers.get("authorization")
-        if not wire.callback_is_authentic(header, self.credentials["callback_username"],
+        if not wire.callback_is_authentic(header(headers, "Authorization"),
+                                          self.credentials["callback_username"],
                                           self.credentials["callback_password"]):
             raise SignatureError("PhonePe callback Authorization mismatch")
         callback = wire.parse_callback(raw_body)
@@ -229,13 +231,14 @@ class PhonePeGateway(Gateway):
                                       event=callback.event)
         return replace(event, raw={**event.raw, "callback": dict(callback.body)})
 
-    def fetch_status(self, reference, checkout_id=None):
+    def fetch_status(self, reference: str, checkout_id: str | None = None) -> GatewayEvent:
         return wire.order_event(self._order(reference), reference)
 
     def refund(self, request: RefundRequest) -> RefundResult:
         wire.check_currency(request.currency)
         merchant_refund_id = request.idempotency_key.removeprefix("refund-")
         body = wire.refund_request(merchant_refund_id, request.reference, request.amount)
+        answer: dict[str, Any] | None
         try:
             answer = self._call("POST", wire.REFUND_PATH, "the refund request", body=body)
         except GatewayError as exc:
@@ -244,11 +247,12 @@ class PhonePeGateway(Gateway):
                 400 <= exc.http_status < 500 and exc.code != "bad_credentials" else None
             if answer is None:
                 raise
-        status = wire.lookup(wire.REFUND_STATE, answer.get("state"))
+        status = lookup_status(wire.REFUND_STATE, answer.get("state"))
         return RefundResult(refund_id=str(answer.get("refundId") or ""), status=status,
                             amount=int(answer.get("amount") or request.amount), raw=answer)
 
-    def _earlier_refund(self, merchant_refund_id: str, body: Mapping) -> dict | None:
+    def _earlier_refund(self, merchant_refund_id: str,
+                        body: Mapping[str, Any]) -> dict[str, Any] | None:
         try:
             found = self._refund_status(merchant_refund_id)
         except GatewayError:

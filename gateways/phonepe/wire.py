@@ -1,13 +1,12 @@
 """PhonePe v2 Standard Checkout on the wire: hosts, request bodies, answers, callback check.
 
 Pure functions only; the class in `gateways.phonepe` ties them to HTTP.
-Facts: ../shared/reference/gateways.md §4 and PhonePe/phonepe-pg-sdk-python.
+Protocol notes: docs/gateways/phonepe.md, checked against PhonePe/phonepe-pg-sdk-python.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,9 +20,12 @@ from ..base import (
     GatewayEvent,
     IgnoredEvent,
     MalformedPayload,
-    UnknownStatus,
     constant_time_equal,
+    json_object,
+    lookup_status,
 )
+
+# ---- constants ----------------------------------------------------------------------------------
 
 # Production splits OAuth (identity-manager) from the PG APIs; the sandbox serves both from
 # one base, as does any PORTAL_PHONEPE_API_BASE override (a fake, a proxy, the sandbox).
@@ -91,6 +93,8 @@ STATUS_CHECK_DELAYS = _polling_schedule(20, ((3, 30), (6, 60), (10, 60), (30, 60
                                         STATUS_CHECK_CUTOFF)
 
 
+# ---- wire format: hosts and tokens --------------------------------------------------------------
+
 def oauth_base(api_base: str) -> str:
     return PRODUCTION_OAUTH_BASE if api_base == PRODUCTION_PG_BASE else api_base
 
@@ -102,8 +106,6 @@ def host_name(api_base: str) -> str:
         return "sandbox"
     return api_base
 
-
-# ---- auth -------------------------------------------------------------------------------------
 
 def token_form(credentials: Mapping[str, str]) -> dict[str, str]:
     """The `POST /v1/oauth/token` form (client-credentials grant)."""
@@ -137,19 +139,7 @@ def parse_token(body: Any, now: float) -> AccessToken:
     return AccessToken(f"{token_type} {access_token}", now + lifetime - margin)
 
 
-def callback_authorization(username: str, password: str) -> str:
-    """The `Authorization` value PhonePe sends with every callback: SHA-256 hex of user:pass."""
-    return hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
-
-
-def callback_is_authentic(header: str | None, username: str, password: str) -> bool:
-    """A first gate only: the value is static, not a signature over the body."""
-    if not header:
-        return False
-    return constant_time_equal(header.strip(), callback_authorization(username, password))
-
-
-# ---- requests --------------------------------------------------------------------------------
+# ---- wire format: requests ----------------------------------------------------------------------
 
 def expire_after(link_expires_at: datetime, now: datetime) -> int:
     """Seconds until the link expires, within what Standard Checkout accepts."""
@@ -201,13 +191,7 @@ def refund_request(merchant_refund_id: str, reference: str, amount: int) -> dict
             "amount": amount}
 
 
-# ---- answers ---------------------------------------------------------------------------------
-
-def lookup(table: Mapping[str, EventStatus], value: Any) -> EventStatus:
-    if value not in table:
-        raise UnknownStatus(str(value))
-    return table[value]
-
+# ---- wire format: answers -----------------------------------------------------------------------
 
 def error_message(body: Any, status: int) -> tuple[str, str | None]:
     """(message, PhonePe's code) from an error answer of any shape."""
@@ -231,18 +215,19 @@ def _amount(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _completed_attempt(order: Mapping) -> Mapping:
+def _completed_attempt(order: Mapping[str, Any]) -> Mapping[str, Any]:
     attempts = [a for a in order.get("paymentDetails") or [] if isinstance(a, Mapping)]
     done = [a for a in attempts if a.get("state") == "COMPLETED"]
     return (done or attempts or [{}])[-1]
 
 
-def order_event(order: Mapping, reference: str, *, event: str | None = None) -> GatewayEvent:
+def order_event(order: Mapping[str, Any], reference: str, *,
+                event: str | None = None) -> GatewayEvent:
     """An order-status answer as an event; `event` names the callback it confirms."""
     if not isinstance(order, Mapping):
         raise MalformedPayload("PhonePe order status is not an object")
     state = order.get("state")
-    status = lookup(ORDER_STATE, state)
+    status = lookup_status(ORDER_STATE, state)
     attempt = _completed_attempt(order)
     raw = dict(order)
     if status == EventStatus.FAILED:
@@ -260,13 +245,13 @@ def order_event(order: Mapping, reference: str, *, event: str | None = None) -> 
         occurred_at=_ms(attempt.get("timestamp")), raw=raw)
 
 
-def refund_event(refund: Mapping, reference: str, merchant_refund_id: str, *,
+def refund_event(refund: Mapping[str, Any], reference: str, merchant_refund_id: str, *,
                  event: str | None = None) -> GatewayEvent:
     """A refund-status answer as an event about payment `reference`."""
     if not isinstance(refund, Mapping):
         raise MalformedPayload("PhonePe refund status is not an object")
     state = refund.get("state")
-    status = lookup(REFUND_STATE, state)
+    status = lookup_status(REFUND_STATE, state)
     raw = dict(refund)
     if status == EventStatus.REFUND_FAILED:
         raw["failure_message"] = str(refund.get("errorCode") or "refund failed at PhonePe")
@@ -278,7 +263,7 @@ def refund_event(refund: Mapping, reference: str, merchant_refund_id: str, *,
         occurred_at=_ms(refund.get("timestamp")), raw=raw)
 
 
-# ---- callbacks -------------------------------------------------------------------------------
+# ---- wire format: callbacks ---------------------------------------------------------------------
 
 def dedupe_id(event: str, merchant_id: str, state: Any) -> str:
     """PhonePe callbacks carry no id: the event, our id and the (confirmed) state name one."""
@@ -295,11 +280,11 @@ class Callback:
 
 def parse_callback(raw_body: bytes) -> Callback:
     """What an (unverified) callback claims; IgnoredEvent for events the portal does not use."""
+    body = json_object(raw_body, "a PhonePe callback")
     try:
-        body = json.loads(raw_body)
         event, payload = body["event"], body["payload"]
         payload.get  # noqa: B018  the shape every callback has
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         raise MalformedPayload("not a PhonePe callback") from None
     if event in ORDER_EVENTS:
         reference, refund_id = payload.get("merchantOrderId"), None
@@ -313,3 +298,17 @@ def parse_callback(raw_body: bytes) -> Callback:
     if not isinstance(reference, str) or not reference:
         raise MalformedPayload("callback without our order id")
     return Callback(event, reference, refund_id, body)
+
+
+# ---- signatures ---------------------------------------------------------------------------------
+
+def callback_authorization(username: str, password: str) -> str:
+    """The `Authorization` value PhonePe sends with every callback: SHA-256 hex of user:pass."""
+    return hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
+
+
+def callback_is_authentic(header: str | None, username: str, password: str) -> bool:
+    """A first gate only: the value is static, not a signature over the body."""
+    if not header:
+        return False
+    return constant_time_equal(header.strip(), callback_authorization(username, password))

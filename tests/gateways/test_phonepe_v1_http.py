@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 import gateways
 from gateways.base import GatewayError
-from gateways.phonepe_v1 import PhonePeV1Gateway, checksum
+from gateways.phonepe_v1 import PhonePeV1Gateway
+from gateways.phonepe_v1.wire import checksum
 from portal.models import (
     ExchangeKind,
     Job,

@@ -14,7 +14,8 @@ from gateways.base import (
     SignatureError,
     hmac_sha256_hex,
 )
-from gateways.razorpay import RazorpayGateway, payment_link_params, return_message
+from gateways.razorpay import RazorpayGateway
+from gateways.razorpay.wire import payment_link_params, return_message
 from portal.models import (
     ExchangeKind,
     Job,

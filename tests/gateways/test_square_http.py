@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 import gateways
 from gateways.base import GatewayError, RefundRequest, UnknownStatus
-from gateways.square import SquareGateway, split_checkout_id
+from gateways.square import SquareGateway
+from gateways.square.wire import split_checkout_id
 from portal.models import (
     ExchangeKind,
     Job,

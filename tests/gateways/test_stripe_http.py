@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from gateways.base import GatewayError
 from gateways.stripe import StripeGateway
-from gateways.stripe import sign as stripe_sign
+from gateways.stripe.wire import sign as stripe_sign
 from portal.models import (
     CustomerPaymentProfile,
     ExchangeKind,

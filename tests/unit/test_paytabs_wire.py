@@ -201,16 +201,16 @@ def result(letter: str, message: str = "Authorised") -> dict:
 
 
 def test_status_table_only_A_is_success():
-    assert {letter: wire.lookup(wire.PAYMENT_STATUS, letter) for letter in "AHPVEDXC"} == {
+    assert {letter: wire.status_of(wire.PAYMENT_STATUS, letter) for letter in "AHPVEDXC"} == {
         "A": EventStatus.SUCCEEDED, "H": EventStatus.PENDING, "P": EventStatus.PENDING,
         "V": EventStatus.FAILED, "E": EventStatus.FAILED, "D": EventStatus.FAILED,
         "X": EventStatus.FAILED, "C": EventStatus.FAILED}
-    assert wire.lookup(wire.REFUND_STATUS, "A") == EventStatus.REFUND_SUCCEEDED
-    assert wire.lookup(wire.REFUND_STATUS, "P") == EventStatus.PENDING
-    assert wire.lookup(wire.REFUND_STATUS, "E") == EventStatus.REFUND_FAILED
+    assert wire.status_of(wire.REFUND_STATUS, "A") == EventStatus.REFUND_SUCCEEDED
+    assert wire.status_of(wire.REFUND_STATUS, "P") == EventStatus.PENDING
+    assert wire.status_of(wire.REFUND_STATUS, "E") == EventStatus.REFUND_FAILED
     for unknown in ("Z", "", None, "AA"):
         with pytest.raises(UnknownStatus):
-            wire.lookup(wire.PAYMENT_STATUS, unknown)
+            wire.status_of(wire.PAYMENT_STATUS, unknown)
 
 
 def test_a_sale_ipn_becomes_our_event():

@@ -12,8 +12,8 @@ from gateways.base import (
     SignatureError,
     UnknownStatus,
 )
-from gateways.pesopay import (
-    PesoPayGateway,
+from gateways.pesopay import PesoPayGateway
+from gateways.pesopay.wire import (
     api_answer,
     currency_alpha,
     datafeed_event,

@@ -15,8 +15,8 @@ from gateways.base import (
     SignatureError,
     UnknownStatus,
 )
-from gateways.phonepe_v1 import (
-    PhonePeV1Gateway,
+from gateways.phonepe_v1 import PhonePeV1Gateway
+from gateways.phonepe_v1.wire import (
     checksum,
     decode_response,
     encode_payload,

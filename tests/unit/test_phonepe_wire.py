@@ -88,13 +88,13 @@ def test_refund_request_allows_partial_amounts():
 
 def test_hosts_default_to_production_and_an_override_serves_everything():
     production = PhonePeGateway(CREDENTIALS)
-    assert production.pg.base == "https://api.phonepe.com/apis/pg"
+    assert production.http.base == "https://api.phonepe.com/apis/pg"
     assert production.oauth.base == "https://api.phonepe.com/apis/identity-manager"
     sandbox = PhonePeGateway(CREDENTIALS, api_base=wire.SANDBOX_BASE)
-    assert sandbox.pg.base == sandbox.oauth.base == \
+    assert sandbox.http.base == sandbox.oauth.base == \
         "https://api-preprod.phonepe.com/apis/pg-sandbox"
     fake = PhonePeGateway(CREDENTIALS, api_base="http://127.0.0.1:9/")
-    assert fake.pg.base == fake.oauth.base == "http://127.0.0.1:9"
+    assert fake.http.base == fake.oauth.base == "http://127.0.0.1:9"
 
 
 COMPLETED_ORDER = {

@@ -16,8 +16,8 @@ from gateways.base import (
     SignatureError,
     UnknownStatus,
 )
-from gateways.square import (
-    SquareGateway,
+from gateways.square import SquareGateway
+from gateways.square.wire import (
     gateway_error,
     order_status_event,
     parse_event,

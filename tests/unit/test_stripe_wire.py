@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateways.base import CheckoutRequest, EventStatus, IgnoredEvent, SignatureError, UnknownStatus
-from gateways.stripe import (
-    StripeGateway,
+from gateways.stripe import StripeGateway
+from gateways.stripe.wire import (
     parse_event,
     session_expires_at,
     session_params,
