@@ -50,7 +50,10 @@ postgres:
 	  fi; \
 	fi
 
+# Import contracts and types first (pyproject.toml: [tool.importlinter], [tool.mypy]).
 test: install browser $(AXE) postgres
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy portal/services portal/worker
 	mkdir -p reports
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 

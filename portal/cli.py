@@ -241,7 +241,7 @@ def keys_rotate() -> None:
 @click.command(help="Run the background worker: webhook delivery, status checks, sweeps.")
 @with_appcontext
 def worker() -> None:
-    from .services.jobs import run_worker
+    from .worker.runner import run_worker
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -280,7 +280,7 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
 
 
 def _start_embedded_worker(gunicorn_worker) -> None:
-    from .services.jobs import start_worker_thread
+    from .worker.runner import start_worker_thread
 
     start_worker_thread(gunicorn_worker.wsgi)
 

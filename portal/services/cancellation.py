@@ -12,8 +12,8 @@ from gateways.base import Capability, GatewayError
 from gateways.http import mask_secrets
 
 from ..models import ExchangeKind, OnlinePayment, Payment, PaymentStatus
+from ..worker.queue import enqueue
 from .events import record_exchange
-from .jobs import enqueue, handler
 from .keys import configured_gateway
 
 
@@ -52,8 +52,3 @@ def cancel_checkout(session: Session, config: Mapping, payment_id: int) -> None:
     record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
                     kind=ExchangeKind.CHECKOUT_CREATED, payment=payment,
                     event_type="checkout.cancel", outcome=f"checkout {checkout_id} closed")
-
-
-@handler("payment.cancel_checkout")
-def _cancel_checkout_job(app, session, job) -> None:
-    cancel_checkout(session, app.config, job.payload["payment_id"])

@@ -26,10 +26,10 @@ from ..models import (
     move_payment,
     utcnow,
 )
+from ..tokens import new_reference, patient_url
+from ..worker.queue import enqueue
 from .events import Applied, apply_gateway_event, lock_link, record_exchange
-from .jobs import enqueue
 from .keys import configured_gateway
-from .links import new_reference, patient_url
 
 log = logging.getLogger(__name__)
 

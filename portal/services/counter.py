@@ -25,10 +25,10 @@ from ..models import (
     PaymentStatus,
     User,
 )
+from ..tokens import new_reference
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
 from .events import _succeeded, lock_link  # _succeeded: the one code path of a success
-from .links import new_reference
 from .notifications import queue_receipt
 
 COUNTER = "counter"

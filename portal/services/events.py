@@ -28,11 +28,10 @@ from ..models import (
     move_refund,
     utcnow,
 )
-from .jobs import enqueue
+from ..worker.queue import enqueue
 from .notifications import queue_receipt
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)

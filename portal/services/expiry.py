@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from ..models import OPEN_LINK_STATES, LinkStatus, OnlinePayment, move_link, utcnow
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
-from .jobs import periodic
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,3 @@ def expire_links(session: Session, *, now: datetime | None = None,
     if expired:
         log.info("expired %d link(s)", len(expired))
     return expired
-
-
-@periodic("expiry.sweep", every=timedelta(minutes=1))
-def _sweep(app, session, job) -> None:
-    expire_links(session)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,26 +18,13 @@ from ..models import (
     move_link,
     utcnow,
 )
+from ..tokens import new_token
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
 from .events import lock_link
 from .notifications import queue_link_message, schedule_reminders
 
 PAGE_SIZE = 25
-
-
-def new_token() -> str:
-    """256 random bits, URL-safe: the patient's capability to see and pay one link."""
-    return secrets.token_urlsafe(32)
-
-
-def patient_url(base_url: str, token: str) -> str:
-    return f"{base_url}/pay/{token}"
-
-
-def new_reference(prefix: str = "pay") -> str:
-    """Our reference for one gateway exchange: unique, opaque, safe in every gateway's fields."""
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from ..models import (
 from ..notify import DeliveryError, PermanentError
 from ..notify.email import build_email, send_email
 from ..notify.sms import Sms, backend_name, masked_phone, send_sms
+from ..worker.queue import backoff, enqueue
 from . import messages
 from .audit import audit
-from .jobs import backoff, enqueue, handler
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,6 @@ def _channel_word(channel: Channel, short: bool = False) -> str:
 
 # --- the worker's side -------------------------------------------------------------------------
 
-@handler("notification.reminder")
 def send_reminder(app, session: Session, job: Job) -> None:
     """Queues the reminder unless the link is settled, closed or expired, or it went already."""
     link = session.get(OnlinePayment, job.payload["link_id"])
@@ -160,7 +159,6 @@ def send_reminder(app, session: Session, job: Job) -> None:
                   dedupe=f"reminder:{link.id}:{hours}")
 
 
-@handler("notification.send")
 def send_notification(app, session: Session, job: Job) -> None:
     row = session.get(Notification, job.payload["notification_id"])
     if row is None or row.status in (OutboxStatus.DONE, OutboxStatus.DEAD):

@@ -21,11 +21,10 @@ from ..models import (
     move_payment,
     utcnow,
 )
+from ..tokens import new_reference
 from .audit import audit
 from .events import Applied, apply_gateway_event, lock_link, record_exchange
-from .jobs import handler
 from .keys import configured_gateway
-from .links import new_reference
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +79,6 @@ def save_method_from_payment(session: Session, config: Mapping, payment_id: int,
           last4=method.last4)
     session.commit()
     return profile
-
-
-@handler("payment.save_method")
-def _save_method_job(app, session, job) -> None:
-    save_method_from_payment(session, app.config, job.payload["payment_id"],
-                             job.payload.get("transaction_id"))
 
 
 def _method(profile: CustomerPaymentProfile) -> SavedMethod:

@@ -26,12 +26,12 @@ from ..models import (
     move_refund,
     utcnow,
 )
+from ..tokens import new_reference
+from ..worker.queue import enqueue
 from .audit import audit
 from .counter import COUNTER
 from .events import fail_refund, lock_link_and_payment, record_exchange, settle_refund
-from .jobs import enqueue, handler
 from .keys import configured_gateway
-from .links import new_reference
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +253,3 @@ def submit_refund(session: Session, config: Mapping, refund_id: int, *,
                     payload=mask_secrets(dict(result.raw), secrets))
     session.commit()
     return refund
-
-
-@handler("refund.submit")
-def _submit_refund_job(app, session, job) -> None:
-    refund = submit_refund(session, app.config, job.payload["refund_id"], schedule_retry=False)
-    if refund.status == RefundStatus.PENDING and not refund.gateway_refund_id:
-        raise RuntimeError(refund.failure_reason or "refund not yet accepted")

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways import sandbox as wire
 
 from ..models import Payment, SandboxCharge
-from .jobs import enqueue
+from ..worker.queue import enqueue
 from .keys import load_credentials
+
+log = logging.getLogger(__name__)
 
 
 class SandboxError(Exception):
@@ -79,3 +85,19 @@ def refund(session: Session, reference: str, amount: int, idempotency_key: str) 
     answer = {"id": "rf_" + secrets.token_hex(10), "status": "succeeded", "amount": amount}
     charge.refunds = {**charge.refunds, idempotency_key: answer}
     return answer
+
+
+def deliver_webhook(session: Session, config: Mapping[str, Any], lab_id: int, notify_url: str,
+                    body: bytes, event_id: str | None) -> None:
+    """POSTs the sandbox's event, signed afresh on every attempt as Stripe does."""
+    credentials = load_credentials(session, config["PORTAL_ENCRYPTION_KEYS"], lab_id, "sandbox")
+    if credentials is None:
+        raise RuntimeError("the lab no longer has sandbox credentials")
+    session.commit()  # no transaction stays open across the HTTP call
+    headers = {"Content-Type": "application/json",
+               wire.SIGNATURE_HEADER: wire.sign(credentials["webhook_secret"], body,
+                                                int(time.time()))}
+    response = requests.post(notify_url, data=body, headers=headers, timeout=(5, 15))
+    if response.status_code >= 300:
+        raise RuntimeError(f"webhook endpoint answered HTTP {response.status_code}")
+    log.info("sandbox webhook %s delivered", event_id)
