@@ -40,7 +40,7 @@ def merchant_for(session: Session, encryption_keys: list[str], reference: str) -
     lab_id = session.scalar(select(Payment.lab_id).where(Payment.reference == reference,
                                                          Payment.gateway == "sandbox"))
     credentials = load_credentials(session, encryption_keys, lab_id, "sandbox") if lab_id else None
-    if credentials is None:
+    if lab_id is None or credentials is None:
         raise SandboxError("Unknown checkout.", 404)
     return Merchant(lab_id, credentials["webhook_secret"])
 
@@ -66,19 +66,21 @@ def record_outcome(session: Session, merchant: Merchant, reference: str,
     return charge
 
 
-def status_answer(charge: SandboxCharge | None) -> dict:
+def status_answer(charge: SandboxCharge | None) -> dict[str, Any]:
     if charge is None:
         return {"status": "open"}
     return {"status": charge.status, "amount": charge.amount, "currency": charge.currency,
             "transaction_id": f"sbx_{charge.event_id}", "amount_refunded": charge.amount_refunded}
 
 
-def refund(session: Session, reference: str, amount: int, idempotency_key: str) -> dict:
+def refund(session: Session, reference: str, amount: int,
+           idempotency_key: str) -> dict[str, Any]:
     charge = session.get(SandboxCharge, reference, with_for_update=True)
     if charge is None or charge.status != "succeeded":
         raise SandboxError("No successful charge to refund.", 400)
     if idempotency_key in charge.refunds:
-        return charge.refunds[idempotency_key]
+        answered: dict[str, Any] = charge.refunds[idempotency_key]
+        return answered
     if amount <= 0 or amount > charge.amount - charge.amount_refunded:
         raise SandboxError("The refund is more than what remains refundable.", 400)
     charge.amount_refunded += amount

@@ -117,7 +117,7 @@ def test_expiry_closes_the_gateway_checkout_outside_the_sweep(app, client, build
     assert cancellable_sandbox == [(reference, f"sbx_cs_{reference}")]
     exchange = db.scalar(select(PaymentGatewayTransaction).where(
         PaymentGatewayTransaction.event_type == "checkout.cancel"))
-    assert exchange.kind == ExchangeKind.CHECKOUT_CREATED and exchange.success
+    assert exchange.kind == ExchangeKind.CHECKOUT_CANCELLED and exchange.success
     # Once more: nothing new to expire, nothing cancelled twice.
     expire_links(session_of(app))
     runner.wait_idle(app)
