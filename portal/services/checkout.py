@@ -27,7 +27,7 @@ from ..models import (
 )
 from ..tokens import new_reference, patient_url
 from ..worker.queue import enqueue
-from .events import Applied, apply_gateway_event, fail_payment, lock_link
+from .events import Applied, fail_payment, lock_link
 from .exchanges import GatewayCall
 from .keys import configured_gateway
 
@@ -169,19 +169,20 @@ def handle_return(session: Session, config: Mapping[str, Any], link: OnlinePayme
     except GatewayError:
         return payment
     if Capability.SIGNED_RETURN in type(gateway).capabilities:
+        # Only a verified return is recorded: a forged one is the browser's word alone.
+        call = GatewayCall(session, gateway, payment, ExchangeKind.RETURN_VERIFIED)
+        reference = payment.reference
         session.commit()  # verifying may call the gateway: hold no transaction across it
         try:
             event = gateway.verify_return(params)
         except SignatureError:
-            log.warning("unsigned or forged return for %s", payment.reference)
+            log.warning("unsigned or forged return for %s", reference)
             event = None
         except GatewayError as exc:  # verified, but the status could not be read: poll later
-            log.warning("return for %s not confirmed: %s", payment.reference, exc.message)
+            log.warning("return for %s not confirmed: %s", reference, call.mask(exc.message))
             event = None
-        if event is not None and event.reference == payment.reference:
-            apply_gateway_event(session, lab_id=link.lab_id, gateway=payment.gateway,
-                                event=event, kind=ExchangeKind.RETURN_VERIFIED)
-            session.commit()
+        if event is not None and event.reference == reference:
+            call.apply(event, signature_valid=True)
             return session.get(Payment, payment.id)
     enqueue(session, "payment.fetch_status", {"payment_id": payment.id}, lab_id=link.lab_id,
             run_at=utcnow() + timedelta(seconds=type(gateway).return_check_delay),

@@ -73,10 +73,14 @@ class GatewayCall:
             outcome=outcome, error=None if error is None else self.mask(error),
             payload=self.mask(payload or {}))
 
-    def apply(self, event: GatewayEvent) -> Applied:
-        """The gateway's answer, applied like a webhook (once per event id); commits."""
+    def apply(self, event: GatewayEvent, *, signature_valid: bool | None = None) -> Applied:
+        """The gateway's answer, applied like a webhook (once per event id); commits.
+
+        `signature_valid` is None for the answer to our own request, True for a signed return.
+        """
         applied = apply_gateway_event(self.session, lab_id=self.lab_id,
                                       gateway=self.gateway_name, event=event, kind=self.kind,
-                                      signature_valid=None, payload=self.mask(dict(event.raw)))
+                                      signature_valid=signature_valid,
+                                      payload=self.mask(dict(event.raw)))
         self.session.commit()
         return applied
