@@ -50,10 +50,12 @@ postgres:
 	  fi; \
 	fi
 
+# Import contracts and types first (pyproject.toml: [tool.importlinter], [tool.mypy]).
 test: install browser $(AXE) postgres
 	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy gateways portal/services portal/worker
 	mkdir -p reports
-	$(PY) -m mypy gateways
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 bench: install

@@ -38,18 +38,19 @@ def run_on_server(statement: str) -> None:
 
 
 def register(send_ms: float) -> None:
-    from portal.services import jobs
+    from portal.worker.jobs import HANDLERS
 
-    @jobs.handler("bench.send")
     def send(app, session, job) -> None:
         if send_ms:
             time.sleep(send_ms / 1000)
+
+    HANDLERS["bench.send"] = send
 
 
 def worker(url: str, send_ms: float, start, batch: int) -> None:
     os.environ["PORTAL_DATABASE_URL"] = url
     from portal import create_app
-    from portal.services import jobs
+    from portal.worker import runner
 
     register(send_ms)
     app = create_app()
@@ -57,7 +58,7 @@ def worker(url: str, send_ms: float, start, batch: int) -> None:
     start.wait()
     idle = 0
     while idle < 3:  # a few empty claims in a row: the queue is drained
-        if jobs.run_once(app, factory, limit=batch):
+        if runner.run_once(app, factory, limit=batch):
             idle = 0
         else:
             idle += 1
@@ -67,7 +68,7 @@ def worker(url: str, send_ms: float, start, batch: int) -> None:
 
 def measure(url: str, count: int, workers: int, send_ms: float, batch: int) -> float:
     from portal.models import Job, OutboxStatus
-    from portal.services import jobs
+    from portal.worker import queue
 
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -76,7 +77,7 @@ def measure(url: str, count: int, workers: int, send_ms: float, batch: int) -> f
 
     with Session(engine) as session:
         for n in range(count):
-            jobs.enqueue(session, "bench.send", {"n": n})
+            queue.enqueue(session, "bench.send", {"n": n})
         session.commit()
     start = multiprocessing.Event()
     processes = [multiprocessing.Process(target=worker, args=(url, send_ms, start, batch))

@@ -42,7 +42,8 @@ def main() -> None:
     from portal.migrate import upgrade
     from portal.models import Lab, Payment, PaymentStatus, utcnow
     from portal.services.keys import save_credentials
-    from portal.services.links import NewLink, create_link, new_reference
+    from portal.services.links import NewLink, create_link
+    from portal.tokens import new_reference
     logging.disable(logging.INFO)
     app = create_app()
     db = app.extensions["portal_db"]

@@ -242,7 +242,7 @@ def keys_rotate() -> None:
 @with_appcontext
 def worker() -> None:
     from . import logmask
-    from .services.jobs import run_worker
+    from .worker.runner import run_worker
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -287,7 +287,7 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
 
 
 def _start_embedded_worker(gunicorn_worker) -> None:
-    from .services.jobs import start_worker_thread
+    from .worker.runner import start_worker_thread
 
     start_worker_thread(gunicorn_worker.wsgi)
 

@@ -106,6 +106,8 @@ class ExchangeKind(enum.StrEnum):
     RETURN_VERIFIED = "return_verified"
     STATUS_FETCHED = "status_fetched"
     REFUND_REQUESTED = "refund_requested"
+    CHECKOUT_CANCELLED = "checkout_cancelled"
+    CHARGE_REQUESTED = "charge_requested"  # a saved method charged off-session, and the answer
 
 
 class Channel(enum.StrEnum):

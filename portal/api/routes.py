@@ -18,8 +18,9 @@ from ..services import idempotency
 from ..services.api_keys import authenticate_api_key
 from ..services.checkout import fetch_and_apply
 from ..services.keys import is_configured
-from ..services.links import create_link, get_link, patient_url
+from ..services.links import create_link, get_link
 from ..services.refunds import RefundNotAllowed, request_refund
+from ..tokens import patient_url
 from . import bp
 from .errors import ApiError
 from .openapi import document

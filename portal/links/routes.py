@@ -14,12 +14,12 @@ from ..services.links import (
     create_link,
     get_link,
     list_links,
-    patient_url,
     timeline,
 )
 from ..services.notifications import NotificationError, link_notifications, resend_link
 from ..services.profiles import active_profiles
 from ..tenancy import client_ip, current_lab
+from ..tokens import patient_url
 from . import bp
 from .forms import NewLinkForm
 

@@ -4,8 +4,9 @@ from flask import abort, current_app, render_template, request
 from flask_login import current_user, login_required
 
 from ..extensions import db_session
-from ..services.links import get_link, patient_url
+from ..services.links import get_link
 from ..tenancy import current_lab
+from ..tokens import patient_url
 from . import bp
 
 PAPERS = {"a4": "A4 page", "80mm": "80 mm receipt"}

@@ -9,7 +9,8 @@ from .. import qr
 from ..extensions import csrf, db_session
 from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
-from ..services.links import get_link_by_token, patient_url
+from ..services.links import get_link_by_token
+from ..tokens import patient_url
 from . import bp
 
 

@@ -80,7 +80,7 @@ def authenticate_api_key(session: Session, presented: str | None) -> ApiKey | No
     if match is None:
         return None
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == match[1]))
-    if row is None or not hmac.compare_digest(row.key_hash, hash_key(presented)):
+    if row is None or not hmac.compare_digest(row.key_hash, hash_key(match[0])):
         return None
     if row.revoked_at is not None:
         return None

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
-from gateways.base import Capability, GatewayError
-from gateways.http import mask_secrets
+from gateways.base import Capability
 
 from ..models import ExchangeKind, OnlinePayment, Payment, PaymentStatus
-from .events import record_exchange
-from .jobs import enqueue, handler
+from ..worker.queue import enqueue
+from .exchanges import GatewayCall
 from .keys import configured_gateway
 
 
@@ -32,28 +32,16 @@ def queue_checkout_cancellation(session: Session, link: OnlinePayment) -> int:
     return queued
 
 
-def cancel_checkout(session: Session, config: Mapping, payment_id: int) -> None:
+def cancel_checkout(session: Session, config: Mapping[str, Any], payment_id: int) -> None:
     payment = session.get(Payment, payment_id)
     if payment is None or payment.status != PaymentStatus.PENDING:
         return
     gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
-    secrets = type(gateway).secret_values(gateway.credentials)
+    call = GatewayCall(session, gateway, payment, ExchangeKind.CHECKOUT_CANCELLED,
+                       event_type="checkout.cancel")
     reference, checkout_id = payment.reference, payment.checkout_id
-    session.commit()  # no transaction stays open across the gateway call
-    try:
-        gateway.cancel_checkout(reference, checkout_id)
-    except GatewayError as exc:
-        record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                        kind=ExchangeKind.CHECKOUT_CREATED, payment=payment, success=False,
-                        event_type="checkout.cancel", outcome="checkout could not be cancelled",
-                        error=mask_secrets(exc.message, secrets))
-        session.commit()
-        raise
-    record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                    kind=ExchangeKind.CHECKOUT_CREATED, payment=payment,
-                    event_type="checkout.cancel", outcome=f"checkout {checkout_id} closed")
-
-
-@handler("payment.cancel_checkout")
-def _cancel_checkout_job(app, session, job) -> None:
-    cancel_checkout(session, app.config, job.payload["payment_id"])
+    call.send(lambda: gateway.cancel_checkout(reference, checkout_id),
+              failed="checkout could not be cancelled")
+    _link, payment = call.lock()
+    call.record(payment, outcome=f"checkout {checkout_id} closed")
+    session.commit()

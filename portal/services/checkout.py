@@ -7,13 +7,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
 from gateways.base import Capability, Checkout, CheckoutRequest, GatewayError, SignatureError
-from gateways.http import mask_secrets
 
 from ..models import (
     OPEN_LINK_STATES,
@@ -23,13 +23,13 @@ from ..models import (
     OnlinePayment,
     Payment,
     PaymentStatus,
-    move_payment,
     utcnow,
 )
-from .events import Applied, apply_gateway_event, lock_link, record_exchange
-from .jobs import enqueue
+from ..tokens import new_reference, patient_url
+from ..worker.queue import enqueue
+from .events import Applied, fail_payment, lock_link
+from .exchanges import GatewayCall
 from .keys import configured_gateway
-from .links import new_reference, patient_url
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def urls(base_url: str, link: OnlinePayment, gateway: str, reference: str) -> di
     }
 
 
-def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
+def start_checkout(session: Session, config: Mapping[str, Any], link: OnlinePayment, *,
                    save_method: bool = False) -> Started:
     """Creates a pending Payment and the gateway's hosted checkout for what is outstanding.
 
@@ -116,31 +116,19 @@ def start_checkout(session: Session, config: Mapping, link: OnlinePayment, *,
         save_method=save_method, gateway_customer_id=saved,
         **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
     )
-    # The payment exists before the gateway hears of it, and no transaction (or lock)
-    # stays open across the gateway call.
-    session.commit()
-    secrets = type(gateway).secret_values(gateway.credentials)
-    try:
-        checkout = gateway.create_checkout(request)
-    except GatewayError as exc:
-        payment = session.get(Payment, payment.id)
-        move_payment(payment, PaymentStatus.FAILED)
-        payment.failure_reason = exc.message
-        record_exchange(session, lab_id=link.lab_id, gateway=link.gateway,
-                        kind=ExchangeKind.CHECKOUT_CREATED, payment=payment, success=False,
-                        outcome="checkout could not be created",
-                        error=mask_secrets(exc.message, secrets),
-                        payload=mask_secrets({"code": exc.code, "raw": exc.raw}, secrets))
-        session.commit()
-        raise
-    payment = session.get(Payment, payment.id)
+    # The payment exists before the gateway hears of it.
+    call = GatewayCall(session, gateway, payment, ExchangeKind.CHECKOUT_CREATED)
+    checkout = call.send(lambda: gateway.create_checkout(request),
+                         failed="checkout could not be created",
+                         on_failure=lambda payment, exc: fail_payment(payment,
+                                                                      call.mask(exc.message)))
+    _link, payment = call.lock()
     payment.checkout_id = checkout.checkout_id
     payment.checkout_url = checkout.redirect_url
-    payment.next_check_at = utcnow() + first_check_after(payment.gateway)
-    record_exchange(session, lab_id=link.lab_id, gateway=link.gateway,
-                    kind=ExchangeKind.CHECKOUT_CREATED, payment=payment,
-                    event_type="checkout.created", outcome=f"checkout {checkout.checkout_id}",
-                    payload=mask_secrets(dict(checkout.raw), secrets))
+    if payment.status == PaymentStatus.PENDING:
+        payment.next_check_at = utcnow() + first_check_after(payment.gateway)
+    call.record(payment, event_type="checkout.created", outcome=f"checkout {checkout.checkout_id}",
+                payload=dict(checkout.raw))
     session.commit()
     return Started(payment, checkout)
 
@@ -166,7 +154,7 @@ def payment_for_return(session: Session, link: OnlinePayment,
     return session.scalars(query.order_by(Payment.id.desc()).limit(1)).first()
 
 
-def handle_return(session: Session, config: Mapping, link: OnlinePayment,
+def handle_return(session: Session, config: Mapping[str, Any], link: OnlinePayment,
                   params: Mapping[str, str]) -> Payment | None:
     """The patient is back: trust a signed return, otherwise ask the worker to check status.
 
@@ -181,19 +169,20 @@ def handle_return(session: Session, config: Mapping, link: OnlinePayment,
     except GatewayError:
         return payment
     if Capability.SIGNED_RETURN in type(gateway).capabilities:
+        # Only a verified return is recorded: a forged one is the browser's word alone.
+        call = GatewayCall(session, gateway, payment, ExchangeKind.RETURN_VERIFIED)
+        reference = payment.reference
         session.commit()  # verifying may call the gateway: hold no transaction across it
         try:
             event = gateway.verify_return(params)
         except SignatureError:
-            log.warning("unsigned or forged return for %s", payment.reference)
+            log.warning("unsigned or forged return for %s", reference)
             event = None
         except GatewayError as exc:  # verified, but the status could not be read: poll later
-            log.warning("return for %s not confirmed: %s", payment.reference, exc.message)
+            log.warning("return for %s not confirmed: %s", reference, call.mask(exc.message))
             event = None
-        if event is not None and event.reference == payment.reference:
-            apply_gateway_event(session, lab_id=link.lab_id, gateway=payment.gateway,
-                                event=event, kind=ExchangeKind.RETURN_VERIFIED)
-            session.commit()
+        if event is not None and event.reference == reference:
+            call.apply(event, signature_valid=True)
             return session.get(Payment, payment.id)
     enqueue(session, "payment.fetch_status", {"payment_id": payment.id}, lab_id=link.lab_id,
             run_at=utcnow() + timedelta(seconds=type(gateway).return_check_delay),
@@ -202,26 +191,14 @@ def handle_return(session: Session, config: Mapping, link: OnlinePayment,
     return payment
 
 
-def fetch_and_apply(session: Session, config: Mapping, payment_id: int) -> Applied | None:
+def fetch_and_apply(session: Session, config: Mapping[str, Any], payment_id: int) -> Applied | None:
     """Asks the gateway for a pending payment's status and applies the answer like a webhook."""
     payment = session.get(Payment, payment_id)
     if payment is None or payment.status != PaymentStatus.PENDING:
         return None
     gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
-    secrets = type(gateway).secret_values(gateway.credentials)
-    session.commit()  # no transaction stays open across the gateway call
-    try:
-        event = gateway.fetch_status(payment.reference, payment.checkout_id)
-    except GatewayError as exc:
-        record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                        kind=ExchangeKind.STATUS_FETCHED, payment=payment, success=False,
-                        outcome="status could not be fetched",
-                        error=mask_secrets(exc.message, secrets))
-        session.commit()
-        raise
-    applied = apply_gateway_event(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                                  event=event, kind=ExchangeKind.STATUS_FETCHED,
-                                  signature_valid=None,
-                                  payload=mask_secrets(dict(event.raw), secrets))
-    session.commit()
-    return applied
+    call = GatewayCall(session, gateway, payment, ExchangeKind.STATUS_FETCHED)
+    reference, checkout_id = payment.reference, payment.checkout_id
+    event = call.send(lambda: gateway.fetch_status(reference, checkout_id),
+                      failed="status could not be fetched")
+    return call.apply(event)

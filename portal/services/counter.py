@@ -19,17 +19,15 @@ from gateways.base import EventStatus, GatewayEvent
 from ..models import (
     OPEN_LINK_STATES,
     AuditLog,
-    LinkStatus,
     OnlinePayment,
     Payment,
     PaymentStatus,
     User,
 )
+from ..tokens import new_reference
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
-from .events import _succeeded, lock_link  # _succeeded: the one code path of a success
-from .links import new_reference
-from .notifications import queue_receipt
+from .events import apply_event, lock_link
 
 COUNTER = "counter"
 COUNTER_METHODS = {"cash": "Cash", "card": "Card at the desk", "upi": "UPI"}
@@ -86,12 +84,10 @@ def record_counter_payment(session: Session, link_id: int, amount: int, method: 
         if existing is None:
             raise
         return existing
-    was_paid = link.status == LinkStatus.PAID
-    outcome, _ok = _succeeded(link, payment, GatewayEvent(
+    # The new payment is locked with its link: it is this transaction's own row.
+    outcome, _ok = apply_event(session, link, payment, GatewayEvent(
         dedupe_id=None, type=f"counter.{method}", reference=payment.reference,
         status=EventStatus.SUCCEEDED, amount=amount, currency=link.currency, method=method))
-    if link.status == LinkStatus.PAID and not was_paid:
-        queue_receipt(session, link)
     # Any open checkout was made for the old outstanding amount: it must not be paid now.
     cancelled = queue_checkout_cancellation(session, link)
     audit(session, lab_id=link.lab_id, user_id=user_id, action="payment.counter",

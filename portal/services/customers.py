@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
@@ -35,9 +36,7 @@ def _escaped(text: str) -> str:
     return LIKE_SPECIALS.sub(r"\\\1", text)
 
 
-
-
-def _matches(query: str, country: str | None) -> list:
+def _matches(query: str, country: str | None) -> list[ColumnElement[bool]]:
     """How `query` finds a patient, by its shape; the lab's own patient id always matches.
 
     An email or a whole mobile number uses an index (email prefix; the number in E.164 with the
@@ -126,7 +125,7 @@ def get_profile(session: Session, customer: Customer,
         CustomerPaymentProfile.deleted_at.is_(None)))
 
 
-def charge_saved_method(session: Session, config: Mapping, customer: Customer,
+def charge_saved_method(session: Session, config: Mapping[str, Any], customer: Customer,
                         profile: CustomerPaymentProfile, link: OnlinePayment, *,
                         user_id: int | None, ip: str | None = None) -> tuple[Payment, Applied]:
     """Charges what `link` still owes to the patient's saved method; one charge at a time.
@@ -140,7 +139,7 @@ def charge_saved_method(session: Session, config: Mapping, customer: Customer,
     return charge_profile(session, config, link, profile, user_id=user_id, ip=ip)
 
 
-def remove_profile(session: Session, config: Mapping, profile: CustomerPaymentProfile, *,
+def remove_profile(session: Session, config: Mapping[str, Any], profile: CustomerPaymentProfile, *,
                    user_id: int | None, ip: str | None = None) -> None:
     """Deletes the method at the gateway, then here; nothing changes if the gateway refuses."""
     try:

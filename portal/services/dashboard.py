@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -59,7 +60,7 @@ def today(session: Session, lab: Lab, *, now: datetime | None = None) -> Today:
     links = OnlinePayment.lab_id == lab.id
     by_currency: dict[str, Figures] = {}
 
-    def add(name: str, query) -> None:
+    def add(name: str, query: Select[str, Any]) -> None:
         for currency, value in session.execute(query.group_by(OnlinePayment.currency)):
             figures = by_currency.setdefault(currency, Figures(currency))
             setattr(figures, name, getattr(figures, name) + (value or 0))
@@ -95,7 +96,7 @@ def needs_attention(session: Session, lab_id: int) -> list[OnlinePayment]:
 
 def failed_notifications(session: Session, lab_id: int) -> list[tuple[Notification, str | None]]:
     """Messages the worker gave up on, with their link's bill reference, newest first."""
-    return [tuple(row) for row in session.execute(
+    return [(notification, bill) for notification, bill in session.execute(
         select(Notification, OnlinePayment.bill_reference)
         .outerjoin(OnlinePayment, OnlinePayment.id == Notification.online_payment_id)
         .where(Notification.lab_id == lab_id, Notification.status == OutboxStatus.DEAD)

@@ -1,4 +1,9 @@
-"""The one place that moves payment and link states: gateway events, applied under a row lock."""
+"""The one place that moves link, payment and refund states, on rows under their row locks.
+
+Locks are always taken in one order, the link's and then the payment's (`lock_link`,
+`lock_link_and_payment`), so concurrent paths cannot deadlock. Gateway events are applied by
+`apply_gateway_event`; the moves staff and sweeps make are the functions at the end.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +33,10 @@ from ..models import (
     move_refund,
     utcnow,
 )
-from .jobs import enqueue
+from ..worker.queue import enqueue
 from .notifications import queue_receipt
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ def lock_link(session: Session, link_id: int) -> OnlinePayment:
 
 def lock_link_and_payment(session: Session, payment_id: int) -> tuple[OnlinePayment, Payment]:
     """Row locks in one fixed order (link, then payment) so concurrent paths cannot deadlock."""
-    link_id = session.scalar(select(Payment.online_payment_id).where(Payment.id == payment_id))
+    link_id = session.scalars(select(Payment.online_payment_id)
+                              .where(Payment.id == payment_id)).one()
     link = lock_link(session, link_id)
     payment = session.scalars(select(Payment).where(Payment.id == payment_id)
                               .with_for_update().execution_options(populate_existing=True)).one()
@@ -110,6 +115,18 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
     link, payment = lock_link_and_payment(session, payment_id)
     exchange.payment_id = payment.id
     exchange.online_payment_id = link.id
+    outcome, ok = apply_event(session, link, payment, event)
+    exchange.outcome = outcome
+    exchange.success = ok
+    session.flush()
+    log.info("%s %s on %s: %s", gateway, event.type, payment.reference, outcome)
+    return Applied(duplicate=False, outcome=outcome, exchange_id=exchange.id)
+
+
+def apply_event(session: Session, link: OnlinePayment, payment: Payment,
+                event: GatewayEvent) -> tuple[str, bool]:
+    """Applies `event` to a locked payment and its link, with what follows a change: the
+    receipt when the link turns paid, fetching a method the patient agreed to save."""
     was_settled = payment.status in SETTLED_PAYMENT_STATES
     was_paid = link.status == LinkStatus.PAID
     outcome, ok = _apply(link, payment, event)
@@ -118,11 +135,7 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
     if payment.save_method_consent and not was_settled \
             and payment.status in SETTLED_PAYMENT_STATES:
         _queue_save_method(session, payment, event)
-    exchange.outcome = outcome
-    exchange.success = ok
-    session.flush()
-    log.info("%s %s on %s: %s", gateway, event.type, payment.reference, outcome)
-    return Applied(duplicate=False, outcome=outcome, exchange_id=exchange.id)
+    return outcome, ok
 
 
 def _queue_save_method(session: Session, payment: Payment, event: GatewayEvent) -> None:
@@ -248,3 +261,37 @@ def _settle_up_to(payment: Payment, refunded_total: int) -> tuple[str, bool]:
     if not settled:
         return "no change: the refunds were already recorded", True
     return f"refunds {', '.join(settled)} succeeded", True
+
+
+# --- moves made by people, sweeps and our own requests, on rows the caller has locked ----------
+
+def fail_payment(payment: Payment, reason: str) -> bool:
+    """The gateway refused the payment before taking money; a settled one stays settled."""
+    if payment.status != PaymentStatus.PENDING:
+        return False
+    move_payment(payment, PaymentStatus.FAILED)
+    payment.failure_reason = reason[:500]
+    payment.next_check_at = None
+    return True
+
+
+def cancel_link(link: OnlinePayment, *, user_id: int | None) -> None:
+    move_link(link, LinkStatus.CANCELLED)
+    link.cancelled_at = utcnow()
+    link.cancelled_by_id = user_id
+
+
+def expire_link(link: OnlinePayment) -> None:
+    move_link(link, LinkStatus.EXPIRED)
+
+
+def approve_refund(refund: Refund, *, user_id: int) -> None:
+    """A refund held for approval goes to the gateway."""
+    move_refund(refund, RefundStatus.PENDING)
+    refund.approved_by_id = user_id
+
+
+def reject_refund(refund: Refund, *, user_id: int, reason: str) -> None:
+    move_refund(refund, RefundStatus.REJECTED)
+    refund.approved_by_id = user_id  # who decided
+    refund.failure_reason = reason

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import OPEN_LINK_STATES, LinkStatus, OnlinePayment, move_link, utcnow
+from ..models import OPEN_LINK_STATES, OnlinePayment, utcnow
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
-from .jobs import periodic
+from .events import expire_link
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def expire_links(session: Session, *, now: datetime | None = None,
             query = query.with_for_update(skip_locked=True)
         links = list(session.scalars(query))
         for link in links:
-            move_link(link, LinkStatus.EXPIRED)
+            expire_link(link)  # locked by the query above (FOR UPDATE on PostgreSQL)
             audit(session, lab_id=link.lab_id, user_id=None, action="link.expire",
                   object_type="online_payment", object_id=link.id,
                   expires_at=link.expires_at.isoformat())
@@ -51,8 +51,3 @@ def expire_links(session: Session, *, now: datetime | None = None,
     if expired:
         log.info("expired %d link(s)", len(expired))
     return expired
-
-
-@periodic("expiry.sweep", every=timedelta(minutes=1))
-def _sweep(app, session, job) -> None:
-    expire_links(session)

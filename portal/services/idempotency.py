@@ -69,6 +69,8 @@ def begin(session: Session, lab_id: int, key: str, print_: str) -> Stored | None
         raise KeyReused()
     if row.in_flight:
         raise KeyInFlight()
+    if row.response_status is None or row.response_body is None:
+        raise KeyInFlight()  # finished rows always carry their response
     return Stored(row.response_status, row.response_body)
 
 

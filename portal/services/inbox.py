@@ -1,9 +1,11 @@
-"""The webhook inbox: what gateways told us (webhooks, status polls, signed returns) and why."""
+"""The webhook inbox: what gateways told us (webhooks, status polls, signed returns, the answers
+to saved-method charges) and why."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +26,7 @@ from .keys import configured_gateway
 
 PAGE_SIZE = 50
 INBOX_KINDS = (ExchangeKind.WEBHOOK_RECEIVED, ExchangeKind.STATUS_FETCHED,
-               ExchangeKind.RETURN_VERIFIED)
+               ExchangeKind.RETURN_VERIFIED, ExchangeKind.CHARGE_REQUESTED)
 OUT_OF_ORDER = "ignored as out of order"
 
 
@@ -84,7 +86,7 @@ class FetchFailed(Exception):
     """The gateway could not be asked; the message is safe to show (secrets masked)."""
 
 
-def fetch_now(session: Session, config: Mapping, payment: Payment, *, user_id: int | None,
+def fetch_now(session: Session, config: Mapping[str, Any], payment: Payment, *, user_id: int | None,
               ip: str | None = None) -> str:
     """Asks the gateway about a pending payment at once (staff's button); returns the outcome.
 
@@ -103,9 +105,10 @@ def fetch_now(session: Session, config: Mapping, payment: Payment, *, user_id: i
     return applied.outcome
 
 
-def _masked(session: Session, config: Mapping, payment: Payment, message: str) -> str:
+def _masked(session: Session, config: Mapping[str, Any], payment: Payment, message: str) -> str:
     try:
         gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
     except GatewayError:
         return message  # not configured: nothing secret to mask
-    return mask_secrets(message, type(gateway).secret_values(gateway.credentials))
+    masked: str = mask_secrets(message, type(gateway).secret_values(gateway.credentials))
+    return masked

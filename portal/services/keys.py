@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
@@ -37,7 +38,8 @@ def encrypt(keys: list[str], credentials: Mapping[str, str]) -> bytes:
 
 def decrypt(keys: list[str], token: bytes) -> dict[str, str]:
     try:
-        return json.loads(cipher(keys).decrypt(token))
+        credentials: dict[str, str] = json.loads(cipher(keys).decrypt(token))
+        return credentials
     except InvalidToken:
         raise RuntimeError("stored gateway keys cannot be decrypted with PORTAL_ENCRYPTION_KEYS"
                            ) from None
@@ -145,7 +147,8 @@ def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
     return row is not None and row.enabled
 
 
-def configured_gateway(session: Session, config: Mapping, lab_id: int, gateway: str) -> Gateway:
+def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
+                       gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""
     cls = GATEWAYS.get(gateway)
     if cls is None:

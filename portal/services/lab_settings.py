@@ -261,5 +261,5 @@ def _set_logo(lab: Lab, logo: Logo | None, sha256: str | None) -> None:
     lab.logo_url = None  # the old third-party address is never used again
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,29 +15,15 @@ from ..models import (
     LinkStatus,
     OnlinePayment,
     PaymentGatewayTransaction,
-    move_link,
     utcnow,
 )
+from ..tokens import new_token
+from . import events
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
-from .events import lock_link
 from .notifications import queue_link_message, schedule_reminders
 
 PAGE_SIZE = 25
-
-
-def new_token() -> str:
-    """256 random bits, URL-safe: the patient's capability to see and pay one link."""
-    return secrets.token_urlsafe(32)
-
-
-def patient_url(base_url: str, token: str) -> str:
-    return f"{base_url}/pay/{token}"
-
-
-def new_reference(prefix: str = "pay") -> str:
-    """Our reference for one gateway exchange: unique, opaque, safe in every gateway's fields."""
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True)
@@ -152,13 +137,11 @@ def timeline(session: Session, link: OnlinePayment) -> list[PaymentGatewayTransa
 def cancel_link(session: Session, link: OnlinePayment, *, user_id: int | None,
                 ip: str | None = None) -> None:
     """Cancels an open link; an expired or settled one cannot be cancelled."""
-    link = lock_link(session, link.id)
+    link = events.lock_link(session, link.id)
     if link.effective_status() not in OPEN_LINK_STATES:
         raise LinkError(f"This link is {link.effective_status().replace('_', ' ')} "
                         "and can no longer be cancelled.")
-    move_link(link, LinkStatus.CANCELLED)
-    link.cancelled_at = utcnow()
-    link.cancelled_by_id = user_id
+    events.cancel_link(link, user_id=user_id)
     audit(session, lab_id=link.lab_id, user_id=user_id, action="link.cancel",
           object_type="online_payment", object_id=link.id, ip=ip)
     queue_checkout_cancellation(session, link)

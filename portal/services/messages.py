@@ -15,6 +15,7 @@ from typing import Any
 from ..filters import local_time
 from ..models import Channel, Lab, OnlinePayment, utcnow
 from ..money import format_money, format_money_code
+from ..tokens import patient_url
 
 KINDS = ("link", "reminder", "receipt")
 PARTS = ("sms", "email_subject", "email_body")
@@ -149,8 +150,6 @@ class Message:
 
 
 def patient_link(base_url: str, link: OnlinePayment, kind: str) -> str:
-    from .links import patient_url
-
     url = patient_url(base_url, link.token)
     return url + "/receipt" if kind == "receipt" else url
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from flask import render_template
+from flask import Flask, render_template
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,9 +30,9 @@ from ..models import (
 from ..notify import DeliveryError, PermanentError
 from ..notify.email import build_email, send_email
 from ..notify.sms import Sms, backend_name, masked_phone, send_sms
+from ..worker.queue import backoff, enqueue
 from . import messages
 from .audit import audit
-from .jobs import backoff, enqueue, handler
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def resend_link(session: Session, link: OnlinePayment, channel: str, *, user_id:
 
 def queue_receipt(session: Session, link: OnlinePayment) -> list[Notification]:
     """Called where a link turns paid, in that transaction; once per link and channel."""
-    lab = session.get(Lab, link.lab_id)
+    lab = session.get_one(Lab, link.lab_id)
     channels = messages.settings_of(lab).receipt_channels
     return queue_message(session, link, "receipt", channels, dedupe=f"receipt:{link.id}")
 
@@ -116,7 +116,7 @@ def schedule_reminders(session: Session, link: OnlinePayment, *,
                        now: datetime | None = None) -> list[Job]:
     """One job per `Lab.reminder_hours_before`, due that long before the link expires."""
     now = now or utcnow()
-    lab = session.get(Lab, link.lab_id)
+    lab = session.get_one(Lab, link.lab_id)
     jobs = []
     for hours in sorted(set(lab.reminder_hours_before or []), reverse=True):
         run_at = link.expires_at - timedelta(hours=hours)
@@ -144,14 +144,13 @@ def _channel_word(channel: Channel, short: bool = False) -> str:
 
 # --- the worker's side -------------------------------------------------------------------------
 
-@handler("notification.reminder")
-def send_reminder(app, session: Session, job: Job) -> None:
+def send_reminder(app: Flask, session: Session, job: Job) -> None:
     """Queues the reminder unless the link is settled, closed or expired, or it went already."""
     link = session.get(OnlinePayment, job.payload["link_id"])
     hours = job.payload["hours"]
     if link is None or link.effective_status() not in OPEN_LINK_STATES:
         return
-    lab = session.get(Lab, link.lab_id)
+    lab = session.get_one(Lab, link.lab_id)
     if hours not in (lab.reminder_hours_before or []):
         return  # the lab has changed its policy since
     channels = session.scalars(select(Notification.channel).where(
@@ -161,13 +160,12 @@ def send_reminder(app, session: Session, job: Job) -> None:
                   dedupe=f"reminder:{link.id}:{hours}")
 
 
-@handler("notification.send")
-def send_notification(app, session: Session, job: Job) -> None:
+def send_notification(app: Flask, session: Session, job: Job) -> None:
     row = session.get(Notification, job.payload["notification_id"])
     if row is None or row.status in (OutboxStatus.DONE, OutboxStatus.DEAD):
         return  # sent already (a worker died before closing its job), or given up
-    link = session.get(OnlinePayment, row.online_payment_id)
-    lab = session.get(Lab, row.lab_id)
+    link = session.get_one(OnlinePayment, row.online_payment_id)
+    lab = session.get_one(Lab, row.lab_id)
     now = utcnow()
     status = link.effective_status(now)
     if row.template != "receipt" and status not in OPEN_LINK_STATES:
@@ -207,7 +205,7 @@ def send_notification(app, session: Session, job: Job) -> None:
     row.last_error = note
 
 
-def _send_sms(app, link: OnlinePayment, row: Notification, message: messages.Message,
+def _send_sms(app: Flask, link: OnlinePayment, row: Notification, message: messages.Message,
               settings: messages.MessageSettings) -> str | None:
     """Sends; returns a note for staff when the message was only logged."""
     send_sms(app.config, Sms(
@@ -220,7 +218,7 @@ def _send_sms(app, link: OnlinePayment, row: Notification, message: messages.Mes
     return None
 
 
-def _send_email(app, lab: Lab, link: OnlinePayment, row: Notification,
+def _send_email(app: Flask, lab: Lab, link: OnlinePayment, row: Notification,
                 message: messages.Message) -> str | None:
     smtp_url = app.config.get("PORTAL_SMTP_URL")
     if not smtp_url:

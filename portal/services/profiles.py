@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways.base import Capability, GatewayError, SavedMethod, SavedMethodCharge
-from gateways.http import mask_secrets
 
 from ..models import (
     OPEN_LINK_STATES,
@@ -18,14 +18,13 @@ from ..models import (
     OnlinePayment,
     Payment,
     PaymentStatus,
-    move_payment,
     utcnow,
 )
+from ..tokens import new_reference
 from .audit import audit
-from .events import Applied, apply_gateway_event, lock_link, record_exchange
-from .jobs import handler
+from .events import Applied, fail_payment, lock_link
+from .exchanges import GatewayCall
 from .keys import configured_gateway
-from .links import new_reference
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +45,10 @@ def active_profiles(session: Session, lab_id: int, customer_id: int | None,
     return list(session.scalars(query.order_by(CustomerPaymentProfile.id)))
 
 
-def save_method_from_payment(session: Session, config: Mapping, payment_id: int,
+def save_method_from_payment(session: Session, config: Mapping[str, Any], payment_id: int,
                              transaction_id: str | None) -> CustomerPaymentProfile | None:
     """Stores the method a consenting patient used, once, under the link's customer."""
-    payment = session.get(Payment, payment_id)
+    payment = session.get_one(Payment, payment_id)
     link = payment.online_payment
     if not payment.save_method_consent or link.customer_id is None:
         return None
@@ -82,19 +81,13 @@ def save_method_from_payment(session: Session, config: Mapping, payment_id: int,
     return profile
 
 
-@handler("payment.save_method")
-def _save_method_job(app, session, job) -> None:
-    save_method_from_payment(session, app.config, job.payload["payment_id"],
-                             job.payload.get("transaction_id"))
-
-
 def _method(profile: CustomerPaymentProfile) -> SavedMethod:
     return SavedMethod(gateway_customer_id=profile.gateway_customer_id or "",
                        token=profile.token, brand=profile.brand, last4=profile.last4,
                        exp_month=profile.exp_month, exp_year=profile.exp_year)
 
 
-def charge_profile(session: Session, config: Mapping, link: OnlinePayment,
+def charge_profile(session: Session, config: Mapping[str, Any], link: OnlinePayment,
                    profile: CustomerPaymentProfile, *, user_id: int | None,
                    ip: str | None = None) -> tuple[Payment, Applied]:
     """Charges what the link still owes to the patient's saved method, off-session."""
@@ -107,7 +100,6 @@ def charge_profile(session: Session, config: Mapping, link: OnlinePayment,
         raise ProfileError(exc.message) from None
     if Capability.SAVED_METHODS not in type(gateway).capabilities:
         raise ProfileError("This gateway cannot charge saved methods.")
-    secrets = type(gateway).secret_values(gateway.credentials)
     # The link's row lock is held from this check until the pending payment is committed,
     # so a double-click or a second desk charges the card once.
     link = lock_link(session, link.id)
@@ -126,36 +118,31 @@ def charge_profile(session: Session, config: Mapping, link: OnlinePayment,
     audit(session, lab_id=link.lab_id, user_id=user_id, action="payment_profile.charge",
           object_type="online_payment", object_id=link.id, ip=ip, profile_id=profile.id,
           amount=payment.amount)
-    session.commit()
+    session.flush()
     charge = SavedMethodCharge(reference=payment.reference, amount=payment.amount,
                                currency=payment.currency,
                                description=f"{link.lab.name}: bill {link.bill_reference}",
                                method=_method(profile),
                                idempotency_key=f"charge-{payment.reference}")
-    try:
-        event = gateway.charge_saved_method(charge)
-    except GatewayError as exc:
-        payment = session.get(Payment, payment.id)
+    call = GatewayCall(session, gateway, payment, ExchangeKind.CHARGE_REQUESTED,
+                       event_type="saved_method.charge")
+
+    def not_accepted(payment: Payment, exc: GatewayError) -> None:
         if not exc.retryable:  # a timeout may still have charged: the webhook or a poll decides
-            move_payment(payment, PaymentStatus.FAILED)
-            payment.failure_reason = exc.message[:500]
-        record_exchange(session, lab_id=link.lab_id, gateway=profile.gateway,
-                        kind=ExchangeKind.CHECKOUT_CREATED, payment=payment, success=False,
-                        event_type="saved_method.charge", outcome="charge not accepted",
-                        error=mask_secrets(exc.message, secrets))
-        session.commit()
-        raise ProfileError(exc.message) from None
-    payment = session.get(Payment, payment.id)
+            fail_payment(payment, call.mask(exc.message))
+
+    try:
+        event = call.send(lambda: gateway.charge_saved_method(charge),
+                          failed="charge not accepted", on_failure=not_accepted)
+    except GatewayError as exc:
+        raise ProfileError(call.mask(exc.message)) from None
+    _link, payment = call.lock()
     payment.gateway_transaction_id = event.transaction_id
-    applied = apply_gateway_event(session, lab_id=link.lab_id, gateway=profile.gateway,
-                                  event=event, kind=ExchangeKind.STATUS_FETCHED,
-                                  signature_valid=None,
-                                  payload=mask_secrets(dict(event.raw), secrets))
-    session.commit()
-    return session.get(Payment, payment.id), applied
+    applied = call.apply(event)
+    return session.get_one(Payment, payment.id), applied
 
 
-def delete_profile(session: Session, config: Mapping, profile: CustomerPaymentProfile, *,
+def delete_profile(session: Session, config: Mapping[str, Any], profile: CustomerPaymentProfile, *,
                    user_id: int | None, ip: str | None = None) -> None:
     """Removes the method at the gateway first, then here."""
     if profile.deleted_at is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gateways import GATEWAYS, Gateway
 
 from ..models import OnlinePayment, Payment, PaymentStatus, utcnow
-from .jobs import enqueue, periodic
+from ..worker.queue import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,3 @@ def schedule_status_checks(session: Session, *, now: datetime | None = None,
                      payment.reference)
     session.commit()
     return queued
-
-
-@periodic("reconciliation.scan", every=timedelta(seconds=30))
-def _scan(app, session, job) -> None:
-    schedule_status_checks(session)

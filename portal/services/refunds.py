@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
 from gateways.base import Capability, EventStatus, GatewayError, RefundRequest
-from gateways.http import mask_secrets
 
 from ..models import (
     SETTLED_PAYMENT_STATES,
@@ -23,15 +23,16 @@ from ..models import (
     Refund,
     RefundStatus,
     User,
-    move_refund,
     utcnow,
 )
+from ..tokens import new_reference
+from ..worker.queue import enqueue
+from . import events
 from .audit import audit
 from .counter import COUNTER
-from .events import fail_refund, lock_link_and_payment, record_exchange, settle_refund
-from .jobs import enqueue, handler
+from .events import fail_refund, lock_link_and_payment, settle_refund
+from .exchanges import GatewayCall
 from .keys import configured_gateway
-from .links import new_reference
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def new_refund_key() -> str:
     return new_reference("rfd")
 
 
-def refundable(payment) -> int:
+def refundable(payment: Payment) -> int:
     """What may still be refunded: captured, minus refunded, minus refunds in flight."""
     in_flight = sum(r.amount for r in payment.refunds if r.status in OPEN_REFUND_STATES)
     return payment.amount - payment.amount_refunded - in_flight
@@ -83,7 +84,7 @@ def gateway_refund_support(gateway: str) -> tuple[bool, bool]:
     return Capability.REFUND in capabilities, Capability.PARTIAL_REFUND in capabilities
 
 
-def request_refund(session: Session, config: Mapping, payment_id: int, amount: int,
+def request_refund(session: Session, config: Mapping[str, Any], payment_id: int, amount: int,
                    reason: str = "", *, user_id: int | None = None, ip: str | None = None,
                    key: str | None = None) -> Refund:
     """Records a refund within what remains refundable, then sends it (or holds it for
@@ -164,14 +165,13 @@ def _decide(session: Session, lab_id: int, refund_id: int, user_id: int) -> Refu
     return refund
 
 
-def approve_refund(session: Session, config: Mapping, lab_id: int, refund_id: int, *,
+def approve_refund(session: Session, config: Mapping[str, Any], lab_id: int, refund_id: int, *,
                    user_id: int, ip: str | None = None) -> Refund:
     """A second admin (never the requester) approves: the refund is sent to the gateway."""
     refund = _decide(session, lab_id, refund_id, user_id)
     if refund.requested_by_id == user_id:
         raise RefundNotAllowed("You asked for this refund: another admin must approve it.")
-    move_refund(refund, RefundStatus.PENDING)
-    refund.approved_by_id = user_id
+    events.approve_refund(refund, user_id=user_id)
     audit(session, lab_id=lab_id, user_id=user_id, action="refund.approve",
           object_type="refund", object_id=refund.id, ip=ip, payment_id=refund.payment_id,
           amount=refund.amount, currency=refund.payment.currency,
@@ -185,9 +185,8 @@ def reject_refund(session: Session, lab_id: int, refund_id: int, *, user_id: int
     """Another admin rejects the refund, or its requester withdraws it; nothing is sent."""
     refund = _decide(session, lab_id, refund_id, user_id)
     withdrawn = refund.requested_by_id == user_id
-    move_refund(refund, RefundStatus.REJECTED)
-    refund.approved_by_id = user_id  # who decided
-    refund.failure_reason = "Withdrawn by the requester." if withdrawn else "Rejected."
+    events.reject_refund(refund, user_id=user_id,
+                         reason="Withdrawn by the requester." if withdrawn else "Rejected.")
     audit(session, lab_id=lab_id, user_id=user_id, action="refund.reject",
           object_type="refund", object_id=refund.id, ip=ip, payment_id=refund.payment_id,
           amount=refund.amount, currency=refund.payment.currency,
@@ -196,10 +195,10 @@ def reject_refund(session: Session, lab_id: int, refund_id: int, *, user_id: int
     return refund
 
 
-def submit_refund(session: Session, config: Mapping, refund_id: int, *,
+def submit_refund(session: Session, config: Mapping[str, Any], refund_id: int, *,
                   schedule_retry: bool = True) -> Refund:
     """Sends a pending refund; a retry reuses its idempotency key, so it refunds once."""
-    refund = session.get(Refund, refund_id)
+    refund = session.get_one(Refund, refund_id)
     payment = refund.payment
     if refund.status != RefundStatus.PENDING or refund.gateway_refund_id:
         return refund
@@ -207,38 +206,35 @@ def submit_refund(session: Session, config: Mapping, refund_id: int, *,
         gateway = configured_gateway(session, config, payment.lab_id, payment.gateway)
     except GatewayError as exc:  # keys removed or disabled since the payment was made
         lock_link_and_payment(session, payment.id)
-        refund = session.get(Refund, refund_id, populate_existing=True)
+        refund = session.get_one(Refund, refund_id, populate_existing=True)
         fail_refund(refund, exc.message)
         session.commit()
         return refund
-    secrets = type(gateway).secret_values(gateway.credentials)
+    call = GatewayCall(session, gateway, payment, ExchangeKind.REFUND_REQUESTED,
+                       event_type="refund.request")
     request = RefundRequest(reference=payment.reference,
                             transaction_id=payment.gateway_transaction_id, amount=refund.amount,
                             currency=payment.currency, reason=refund.reason,
                             idempotency_key=f"refund-{refund.reference}")
-    session.commit()  # no transaction stays open across the gateway call
-    try:
-        result = gateway.refund(request)
-    except GatewayError as exc:
-        _link, payment = lock_link_and_payment(session, payment.id)
-        refund = session.get(Refund, refund_id)
-        record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                        kind=ExchangeKind.REFUND_REQUESTED, payment=payment,
-                        event_type="refund.request", success=False,
-                        outcome=f"refund {refund.reference} not accepted",
-                        error=mask_secrets(exc.message, secrets),
-                        payload=mask_secrets({"code": exc.code, "raw": exc.raw}, secrets))
-        if exc.retryable:
-            refund.failure_reason = f"Will retry: {exc.message}"[:500]
-        if exc.retryable and schedule_retry:
+
+    def not_accepted(payment: Payment, exc: GatewayError) -> None:
+        refund = session.get_one(Refund, refund_id, populate_existing=True)
+        if not exc.retryable:
+            fail_refund(refund, call.mask(exc.message))
+            return
+        refund.failure_reason = call.mask(f"Will retry: {exc.message}")[:500]
+        if schedule_retry:
             enqueue(session, "refund.submit", {"refund_id": refund.id}, lab_id=refund.lab_id,
                     run_at=utcnow() + timedelta(seconds=30), dedupe=f"refund-{refund.id}")
-        if not exc.retryable:
-            fail_refund(refund, exc.message)
-        session.commit()
-        return refund
-    _link, payment = lock_link_and_payment(session, payment.id)
-    refund = session.get(Refund, refund_id)
+
+    try:
+        result = call.send(lambda: gateway.refund(request),
+                           failed=f"refund {refund.reference} not accepted",
+                           on_failure=not_accepted)
+    except GatewayError:
+        return session.get_one(Refund, refund_id)
+    _link, payment = call.lock()
+    refund = session.get_one(Refund, refund_id, populate_existing=True)
     refund.gateway_refund_id = result.refund_id
     refund.failure_reason = None
     if result.status == EventStatus.REFUND_SUCCEEDED:
@@ -247,16 +243,6 @@ def submit_refund(session: Session, config: Mapping, refund_id: int, *,
         outcome, _ = fail_refund(refund, "the gateway refused the refund")
     else:
         outcome = f"refund {refund.reference} accepted, pending at the gateway"
-    record_exchange(session, lab_id=payment.lab_id, gateway=payment.gateway,
-                    kind=ExchangeKind.REFUND_REQUESTED, payment=payment,
-                    event_type="refund.request", outcome=outcome,
-                    payload=mask_secrets(dict(result.raw), secrets))
+    call.record(payment, outcome=outcome, payload=dict(result.raw))
     session.commit()
     return refund
-
-
-@handler("refund.submit")
-def _submit_refund_job(app, session, job) -> None:
-    refund = submit_refund(session, app.config, job.payload["refund_id"], schedule_retry=False)
-    if refund.status == RefundStatus.PENDING and not refund.gateway_refund_id:
-        raise RuntimeError(refund.failure_reason or "refund not yet accepted")

@@ -21,10 +21,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, join, select, tuple_, union
+from sqlalchemy import ColumnElement, FromClause, Row, Select, func, join, select, tuple_, union
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import SelectBase
 
 from ..models import (
     SETTLED_PAYMENT_STATES,
@@ -136,7 +138,7 @@ def _phone(text: str, country: str | None) -> str | None:
     return to_e164(text, country) if PHONE_LIKE.fullmatch(text) else None
 
 
-def search_arms(lab: Lab, text: str) -> list[tuple]:
+def search_arms(lab: Lab, text: str) -> list[tuple[FromClause, ColumnElement[bool]]]:
     """(FROM, WHERE) of each way `text` can find a payment: one indexed lookup apiece."""
     text = text.strip()
     prefix = _like_prefix(text.lower())
@@ -158,7 +160,7 @@ def search_arms(lab: Lab, text: str) -> list[tuple]:
     return arms
 
 
-def conditions(lab: Lab, f: TransactionFilter) -> list:
+def conditions(lab: Lab, f: TransactionFilter) -> list[ColumnElement[bool]]:
     """WHERE clauses on `payments` for the lab and the filter (the search aside)."""
     where = [Payment.lab_id == lab.id]
     if f.status is not None:
@@ -179,7 +181,8 @@ def conditions(lab: Lab, f: TransactionFilter) -> list:
     return where
 
 
-def matching(lab: Lab, f: TransactionFilter, columns: tuple, extra: tuple = ()):
+def matching(lab: Lab, f: TransactionFilter, columns: tuple[Any, ...],
+             extra: tuple[ColumnElement[bool], ...] = ()) -> SelectBase:
     """SELECT `columns` of the filtered payments. A search is a UNION of its lookups, each
     carrying every filter, so PostgreSQL never re-reads payments by id to apply it."""
     where = (*conditions(lab, f), *extra)
@@ -190,10 +193,11 @@ def matching(lab: Lab, f: TransactionFilter, columns: tuple, extra: tuple = ()):
 
 
 ROW_KEY = tuple_(Payment.created_at, Payment.id)
+Position = tuple[datetime, int]  # (created_at, id) of a row
 
 
-def _page_ids(lab: Lab, f: TransactionFilter, after: tuple | None, before: tuple | None,
-              limit: int):
+def _page_ids(lab: Lab, f: TransactionFilter, after: Position | None,
+              before: Position | None, limit: int) -> SelectBase:
     """The ids of one page: the filter walked in (created_at, id) order from a position."""
     extra = ((ROW_KEY < after,) if after else ()) + ((ROW_KEY > before,) if before else ())
     found = matching(lab, f, (Payment.id, Payment.created_at), extra).subquery()
@@ -202,7 +206,7 @@ def _page_ids(lab: Lab, f: TransactionFilter, after: tuple | None, before: tuple
     return select(found.c.id).order_by(*order).limit(limit)
 
 
-def _with_link_and_customer(*columns):
+def _with_link_and_customer(*columns: Any) -> Select[*tuple[Any, ...]]:
     return (select(*columns)
             .join(OnlinePayment, Payment.online_payment_id == OnlinePayment.id)
             .outerjoin(Customer, OnlinePayment.customer_id == Customer.id))
@@ -265,7 +269,7 @@ EXPORT_COLUMNS = (Payment.id, Payment.created_at, Payment.reference, Payment.sta
 
 
 def export_rows(session: Session, lab: Lab, f: TransactionFilter,
-                batch: int | None = None) -> Iterator[Row]:
+                batch: int | None = None) -> Iterator[Row[*tuple[Any, ...]]]:
     """Every filtered row, newest first, fetched in keyset batches of plain rows (no ORM)."""
     batch = batch or EXPORT_BATCH
     after = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ class Received:
     reference: str
 
 
-def receive_webhook(session: Session, config: Mapping, gateway_name: str,
+def receive_webhook(session: Session, config: Mapping[str, Any], gateway_name: str,
                     headers: Mapping[str, str], raw_body: bytes) -> Received:
     """Raises WebhookRejected (400, nothing changed) or IgnoredEvent (acknowledged, ignored)."""
     cls = GATEWAYS.get(gateway_name)

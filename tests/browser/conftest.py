@@ -71,7 +71,7 @@ class LiveServer:
         return self.url + path
 
     def start_worker(self) -> None:
-        from portal.services.jobs import start_worker_thread
+        from portal.worker.runner import start_worker_thread
 
         if self._worker is None:
             self._worker = start_worker_thread(self.app, poll_interval=0.2)

@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from portal.models import Lab, Role
-from portal.services import jobs
+from portal.worker import runner
 from tests.browser.test_axe import audit  # noqa: F401  (the fixture)
 
 
@@ -38,7 +38,7 @@ def test_messages_and_link_pages_have_no_violations(audit, live_server, build, l
     queue_link_message(db, link, ["sms", "email"])
     db.commit()
     live_server.app.config["PORTAL_SMTP_URL"] = "smtp://127.0.0.1:9"  # fails: shows an error
-    jobs.wait_idle(live_server.app)
+    runner.wait_idle(live_server.app)
     page = audit.context.new_page()
     page.goto(live_server("/login"))
     page.get_by_label("Email").fill("admin@acme.test")

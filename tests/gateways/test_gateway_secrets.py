@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, text
 
 from portal.models import Payment, PaymentStatus, Role
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.refunds import request_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving, sign_in
 from tests.fakes.localstripe import start_localstripe
 from tests.fakes.razorpay_fake import FakeRazorpay

@@ -126,7 +126,7 @@ def fail_like_a_job(action):
     """Runs a call that must fail and logs it as the worker logs a failed job."""
     with pytest.raises((GatewayError, DeliveryError)) as caught:
         action()
-    logging.getLogger("portal.services.jobs").warning(
+    logging.getLogger("portal.worker.runner").warning(
         "job %s (%s) failed: %s", 7, "test", caught.value, exc_info=caught.value,
         extra={"detail": repr(caught.value)})
     return caught.value

@@ -15,8 +15,8 @@ from portal.models import (
     PaymentStatus,
     utcnow,
 )
-from portal.services import jobs
 from portal.services.expiry import expire_links
+from portal.worker import runner
 from tests.conftest import serving
 from tests.gateways.test_sandbox_http import choose, press_pay
 
@@ -38,9 +38,9 @@ def run_reconciliation(app, db) -> None:
     """The first check falls due, and the worker runs its periodic scan and the checks."""
     db.scalar(select(Payment)).next_check_at = utcnow() - timedelta(seconds=1)
     db.commit()
-    jobs.schedule_periodic(app.extensions["portal_db"].session_factory(),
+    runner.schedule_periodic(app.extensions["portal_db"].session_factory(),
                            kinds=["reconciliation.scan"])
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
 
 
 def inbox(db, kind):
@@ -54,7 +54,7 @@ def test_only_reconciliation_closes_the_link(app, live, build, lab, db):
     answer = choose(browser, checkout_url, "pay")
     assert answer.status_code == 303  # the patient paid, then closed the tab: no return page
     lose_the_webhook(db)
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
     db.refresh(link)
     assert link.status == LinkStatus.CREATED
     assert db.scalar(select(Job).where(Job.kind == "payment.fetch_status")) is None

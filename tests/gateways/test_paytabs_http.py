@@ -28,9 +28,9 @@ from portal.models import (
     Role,
 )
 from portal.services.checkout import fetch_and_apply
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund, submit_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving, sign_in
 from tests.fakes.paytabs_fake import FakePayTabs, parse_return_form, sign_ipn, sign_return
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere

@@ -23,9 +23,9 @@ from portal.models import (
     utcnow,
 )
 from portal.services.checkout import fetch_and_apply
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, refundable, request_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving
 from tests.fakes.pesopay_fake import (
     DECLINED_CARD,

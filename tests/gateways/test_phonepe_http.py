@@ -28,9 +28,9 @@ from portal.models import (
     utcnow,
 )
 from portal.services.checkout import fetch_and_apply
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund, submit_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving
 from tests.fakes.phonepe_fake import FakePhonePe, callback_authorization
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere

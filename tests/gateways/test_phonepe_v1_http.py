@@ -25,9 +25,9 @@ from portal.models import (
     RefundStatus,
     utcnow,
 )
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving
 from tests.fakes.phonepe_v1_fake import FakePhonePeV1, callback_body, x_verify
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere

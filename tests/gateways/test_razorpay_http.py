@@ -25,10 +25,10 @@ from portal.models import (
     PaymentStatus,
     RefundStatus,
 )
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.links import cancel_link
 from portal.services.refunds import RefundNotAllowed, request_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving
 from tests.fakes.razorpay_fake import FakeRazorpay, sign_payment_link_return, sign_webhook
 from tests.gateways.test_sandbox_http import press_pay

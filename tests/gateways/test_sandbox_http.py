@@ -9,7 +9,7 @@ from sqlalchemy import select
 from gateways.base import EventStatus, GatewayError, RefundRequest
 from gateways.sandbox import SandboxGateway
 from portal.models import ExchangeKind, LinkStatus, Payment, PaymentGatewayTransaction
-from portal.services.jobs import wait_idle
+from portal.worker.runner import wait_idle
 from tests.conftest import serving
 
 SECRET = "whsec_test_sandbox"

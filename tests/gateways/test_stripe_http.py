@@ -31,11 +31,11 @@ from portal.models import (
     Role,
     utcnow,
 )
-from portal.services.jobs import wait_idle
 from portal.services.keys import save_credentials
 from portal.services.links import cancel_link
 from portal.services.profiles import charge_profile
 from portal.services.refunds import RefundNotAllowed, request_refund
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving, sign_in
 from tests.fakes.localstripe import register_webhook, start_localstripe
 from tests.fakes.stripe_fake import FakeStripe

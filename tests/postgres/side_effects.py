@@ -12,8 +12,6 @@ import time
 
 from sqlalchemy import text
 
-from portal.services import jobs
-
 KIND = "test.side_effect"
 CREATE = ("CREATE TABLE IF NOT EXISTS test_side_effects (id serial PRIMARY KEY, "
           "job_id integer NOT NULL, attempt integer NOT NULL, worker text NOT NULL)")
@@ -23,7 +21,6 @@ def worker_name() -> str:
     return f"{os.getpid()}/{threading.current_thread().name}"
 
 
-@jobs.handler(KIND)
 def side_effect(app, session, job) -> None:
     started = job.payload.get("started_file")
     if started:

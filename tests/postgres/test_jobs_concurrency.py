@@ -6,26 +6,29 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from portal.models import Job, OutboxStatus
-from portal.services import jobs
+from portal.worker import jobs, queue, runner
 
 RAN: list[tuple[int, str]] = []  # (job id, worker thread name), appended by the handler
 RAN_LOCK = threading.Lock()
 
 
-# Registered at import and left registered (HANDLERS is a module-level dict): harmless, since
-# no real job has this kind.
-@jobs.handler("test.record")
 def record(app, session, job: Job) -> None:
     with RAN_LOCK:
         RAN.append((job.id, threading.current_thread().name))
     time.sleep(0.002)  # long enough for the other worker's claim to interleave with ours
 
 
+@pytest.fixture(autouse=True)
+def record_kind(monkeypatch):
+    monkeypatch.setitem(jobs.HANDLERS, "test.record", record)
+
+
 def enqueue_many(session, count: int) -> list[int]:
-    queued = [jobs.enqueue(session, "test.record", {"n": n}) for n in range(count)]
+    queued = [queue.enqueue(session, "test.record", {"n": n}) for n in range(count)]
     session.commit()
     return [job.id for job in queued]
 
@@ -40,7 +43,7 @@ def test_jobs_claimed_once_by_concurrent_workers(pg_app, pg_db, pg_session_facto
         try:
             barrier.wait(timeout=10)
             deadline = time.monotonic() + 60
-            while jobs.run_once(pg_app, pg_session_factory):
+            while runner.run_once(pg_app, pg_session_factory):
                 assert time.monotonic() < deadline, "worker did not drain the queue in 60 s"
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -74,10 +77,10 @@ def test_claim_skips_rows_another_worker_has_locked(pg_app, pg_db, pg_session_fa
                               .with_for_update()).all()
         assert len(held) == 3
         started = time.monotonic()
-        claimed = jobs.claim(other, limit=10)
+        claimed = queue.claim(other, limit=10)
         assert time.monotonic() - started < 5  # it did not wait for the holder
         assert sorted(job.id for job in claimed) == job_ids[3:]
         holder.rollback()
-        assert sorted(job.id for job in jobs.claim(other, limit=10)) == job_ids[:3]
+        assert sorted(job.id for job in queue.claim(other, limit=10)) == job_ids[:3]
         # Everything is now running under a lease: nothing left to claim.
-        assert jobs.claim(other, limit=10) == []
+        assert queue.claim(other, limit=10) == []

@@ -10,8 +10,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from portal.models import Notification, OutboxStatus, utcnow
-from portal.services import jobs
 from portal.services.links import NewLink, create_link
+from portal.worker import runner
 from tests.fakes.smtp import SmtpServer
 
 COUNT = 200
@@ -33,7 +33,7 @@ def test_two_workers_send_every_email_exactly_once(pg_app, pg_build, pg_db, pg_s
         try:
             barrier.wait(timeout=10)
             deadline = time.monotonic() + 120
-            while count := jobs.run_once(pg_app, pg_session_factory):
+            while count := runner.run_once(pg_app, pg_session_factory):
                 ran[name] += count
                 assert time.monotonic() < deadline, "the outbox was not drained in 120 s"
         except BaseException as exc:  # reported by the main thread

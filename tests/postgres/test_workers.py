@@ -17,10 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from portal.extensions import make_engine
 from portal.models import Job, OutboxStatus
-from portal.services import (
-    job_handlers,  # noqa: F401  registers the periodic tasks
-    jobs,
-)
+from portal.worker import jobs, queue, runner
 from tests.conftest import ENCRYPTION_KEY
 from tests.postgres import side_effects
 
@@ -28,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def side_effect_table(pg_app, pg_db):
+def side_effect_table(pg_app, pg_db, monkeypatch):
+    monkeypatch.setitem(jobs.HANDLERS, side_effects.KIND, side_effects.side_effect)
     pg_db.execute(text(side_effects.CREATE))
     pg_db.execute(text("TRUNCATE test_side_effects"))
     pg_db.commit()
@@ -45,7 +43,7 @@ def side_effect_rows(session) -> list[tuple[int, int, str]]:
 
 
 def test_two_workers_with_their_own_engines_do_200_jobs_once(pg_app, pg_db, side_effect_table):
-    queued = [jobs.enqueue(pg_db, side_effects.KIND, {"n": n}) for n in range(200)]
+    queued = [queue.enqueue(pg_db, side_effects.KIND, {"n": n}) for n in range(200)]
     pg_db.commit()
     url = pg_app.config["PORTAL_DATABASE_URL"]
     engines = [make_engine(url) for _ in range(2)]
@@ -57,7 +55,7 @@ def test_two_workers_with_their_own_engines_do_200_jobs_once(pg_app, pg_db, side
         try:
             barrier.wait(timeout=10)
             deadline = time.monotonic() + 60
-            while jobs.run_once(pg_app, factory, limit=5):
+            while runner.run_once(pg_app, factory, limit=5):
                 assert time.monotonic() < deadline, "the queue was not drained in 60 s"
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -107,8 +105,8 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other(pg_app, pg_db, side_effe
                                                         tmp_path):
     started_file = tmp_path / "started"
     started_file.touch()
-    job = jobs.enqueue(pg_db, side_effects.KIND, {"hang_on_attempt": 1,
-                                                  "started_file": str(started_file)})
+    job = queue.enqueue(pg_db, side_effects.KIND, {"hang_on_attempt": 1,
+                                                   "started_file": str(started_file)})
     pg_db.commit()
     url = pg_app.config["PORTAL_DATABASE_URL"]
     workers = {p.pid: p for p in (start_worker(url, tmp_path, "a"),
@@ -154,7 +152,7 @@ def test_workers_asking_for_periodic_tasks_at_once_enqueue_each_once(pg_app, pg_
         try:
             with sessionmaker(engine)() as session:
                 barrier.wait(timeout=10)
-                jobs.schedule_periodic(session)
+                runner.schedule_periodic(session)
         except BaseException as exc:
             errors.append(exc)
 

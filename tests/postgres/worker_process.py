@@ -1,10 +1,12 @@
-"""`portal worker`, through its own entry point, with the tests' job kind registered."""
+"""`portal worker`, through its own entry point, with the tests' job kind added."""
 
 import sys
 
-import tests.postgres.side_effects  # noqa: F401  registers the job kind
 from portal.cli import main
+from portal.worker.jobs import HANDLERS
+from tests.postgres.side_effects import KIND, side_effect
 
 if __name__ == "__main__":
+    HANDLERS[KIND] = side_effect
     sys.argv = ["portal", "worker"]
     main()

@@ -1,27 +1,32 @@
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from portal.models import Job, OutboxStatus, utcnow
-from portal.services import jobs
+from portal.worker import jobs, queue, runner
 
 
-@jobs.handler("test.fail")
 def _always_fails(app, session, job):
     raise RuntimeError("boom")
 
 
-@jobs.handler("test.ok")
 def _succeeds(app, session, job):
     job.payload = {**job.payload, "ran": True}
 
 
+@pytest.fixture(autouse=True)
+def test_kinds(monkeypatch):
+    monkeypatch.setitem(jobs.HANDLERS, "test.fail", _always_fails)
+    monkeypatch.setitem(jobs.HANDLERS, "test.ok", _succeeds)
+
+
 def run(app):
-    return jobs.run_once(app, app.extensions["portal_db"].session_factory)
+    return runner.run_once(app, app.extensions["portal_db"].session_factory)
 
 
 def test_a_job_runs_once_and_is_done(app, db):
-    jobs.enqueue(db, "test.ok", {"n": 1})
+    queue.enqueue(db, "test.ok", {"n": 1})
     db.commit()
     assert run(app) == 1 and run(app) == 0
     job = db.scalar(select(Job))
@@ -29,7 +34,7 @@ def test_a_job_runs_once_and_is_done(app, db):
 
 
 def test_failures_back_off_then_die(app, db):
-    jobs.enqueue(db, "test.fail", {}, max_attempts=3)
+    queue.enqueue(db, "test.fail", {}, max_attempts=3)
     db.commit()
     run(app)
     job = db.scalar(select(Job))
@@ -44,15 +49,15 @@ def test_failures_back_off_then_die(app, db):
 
 
 def test_backoff_grows_and_is_capped():
-    assert [jobs.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
-    assert jobs.backoff(30) == jobs.MAX_BACKOFF
+    assert [queue.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert queue.backoff(30) == queue.MAX_BACKOFF
 
 
 def test_a_job_whose_lease_ran_out_is_taken_again(app, db):
     """A worker killed mid-job leaves it RUNNING; once the lease ends another takes it."""
-    jobs.enqueue(db, "test.ok", {})
+    queue.enqueue(db, "test.ok", {})
     db.commit()
-    claimed = jobs.claim(app.extensions["portal_db"].session_factory())
+    claimed = queue.claim(app.extensions["portal_db"].session_factory())
     assert len(claimed) == 1
     assert run(app) == 0  # leased to the "dead" worker
     job = db.scalar(select(Job))
@@ -64,26 +69,26 @@ def test_a_job_whose_lease_ran_out_is_taken_again(app, db):
 
 
 def test_the_old_worker_cannot_finish_a_job_taken_over(app, db):
-    jobs.enqueue(db, "test.ok", {})
+    queue.enqueue(db, "test.ok", {})
     db.commit()
     factory = app.extensions["portal_db"].session_factory
-    [stale] = jobs.claim(factory())
+    [stale] = queue.claim(factory())
     job = db.scalar(select(Job))
     job.lease_until = utcnow() - timedelta(seconds=1)
     db.commit()
-    jobs.claim(factory())  # the second worker takes it (attempt 2)
-    jobs.finish(factory(), stale.id, attempt=1, error="late failure from the dead worker")
+    queue.claim(factory())  # the second worker takes it (attempt 2)
+    queue.finish(factory(), stale.id, attempt=1, error="late failure from the dead worker")
     assert db.scalar(select(Job)).status == OutboxStatus.RUNNING
 
 
 def test_unknown_kind_is_an_error_not_a_crash(app, db):
-    jobs.enqueue(db, "test.nobody", {})
+    queue.enqueue(db, "test.nobody", {})
     db.commit()
     run(app)
     assert "no handler" in db.scalar(select(Job)).last_error
 
 
 def test_dedupe_while_queued(app, db):
-    assert jobs.enqueue(db, "test.ok", {}, dedupe="same") is not None
+    assert queue.enqueue(db, "test.ok", {}, dedupe="same") is not None
     db.commit()
-    assert jobs.enqueue(db, "test.ok", {}, dedupe="same") is None
+    assert queue.enqueue(db, "test.ok", {}, dedupe="same") is None

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import Job, OutboxStatus, utcnow
-from portal.services import jobs
+from portal.worker import jobs, queue, runner
 
 EVERY = timedelta(minutes=1)
 T0 = datetime(2026, 3, 1, 10, 0, 5, tzinfo=UTC)
@@ -16,18 +16,16 @@ def _tick(app, session, job):
     job.payload = {**job.payload, "ran": True}
 
 
-@pytest.fixture(autouse=True)
-def tick_task():
-    """A periodic task for these tests only: other tests' workers must not run it."""
-    jobs.periodic("test.tick", every=EVERY)(_tick)
-    yield
-    jobs.PERIODIC.pop("test.tick")
-    jobs.HANDLERS.pop("test.tick")
-
-
-@jobs.handler("test.writes")
 def _writes(app, session, job):
     job.payload = {**job.payload, "written": True}  # the job's own "side effect"
+
+
+@pytest.fixture(autouse=True)
+def tick_task(monkeypatch):
+    """A periodic task for these tests only: other tests' workers must not run it."""
+    monkeypatch.setitem(jobs.PERIODIC, "test.tick", queue.Periodic("test.tick", every=EVERY))
+    monkeypatch.setitem(jobs.HANDLERS, "test.tick", _tick)
+    monkeypatch.setitem(jobs.HANDLERS, "test.writes", _writes)
 
 
 def factory(app):
@@ -46,8 +44,8 @@ def test_slot_is_the_start_of_the_interval():
 
 
 def test_two_workers_asking_in_one_interval_enqueue_one_job(app, db):
-    first = jobs.schedule_periodic(factory(app)(), now=T0, kinds=["test.tick"])
-    second = jobs.schedule_periodic(factory(app)(), now=T0 + timedelta(seconds=30),
+    first = runner.schedule_periodic(factory(app)(), now=T0, kinds=["test.tick"])
+    second = runner.schedule_periodic(factory(app)(), now=T0 + timedelta(seconds=30),
                                     kinds=["test.tick"])
     assert len(first) == 1 and second == []
     [job] = tick_jobs(db)
@@ -56,23 +54,23 @@ def test_two_workers_asking_in_one_interval_enqueue_one_job(app, db):
 
 
 def test_a_task_still_queued_or_running_is_not_doubled(app, db):
-    jobs.schedule_periodic(factory(app)(), now=T0, kinds=["test.tick"])
+    runner.schedule_periodic(factory(app)(), now=T0, kinds=["test.tick"])
     # The next interval comes while the first run is still queued: nothing new.
-    assert jobs.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"]) == []
-    jobs.run_once(app, factory(app))
+    assert runner.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"]) == []
+    runner.run_once(app, factory(app))
     assert tick_jobs(db)[0].status == OutboxStatus.DONE and tick_jobs(db)[0].payload["ran"]
     # Done, and the interval it was for has passed: the next one is enqueued once.
-    assert len(jobs.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"])) == 1
-    assert jobs.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"]) == []
+    assert len(runner.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"])) == 1
+    assert runner.schedule_periodic(factory(app)(), now=T0 + EVERY, kinds=["test.tick"]) == []
     assert len(tick_jobs(db)) == 2
 
 
 def test_the_scheduler_asks_once_per_interval(app, db, monkeypatch):
     calls = []
-    real = jobs.schedule_periodic
-    monkeypatch.setattr(jobs, "schedule_periodic",
+    real = runner.schedule_periodic
+    monkeypatch.setattr(runner, "schedule_periodic",
                         lambda session, **kw: calls.append(kw["kinds"]) or real(session, **kw))
-    scheduler = jobs.Scheduler()
+    scheduler = runner.Scheduler()
     scheduler.tick(factory(app), now=T0)
     scheduler.tick(factory(app), now=T0 + timedelta(seconds=20))  # same interval: no query
     assert len(calls) == 1 and "test.tick" in calls[0]
@@ -81,7 +79,7 @@ def test_the_scheduler_asks_once_per_interval(app, db, monkeypatch):
 
 
 def test_the_worker_loop_runs_periodic_tasks(app, db):
-    thread, stop = jobs.start_worker_thread(app, poll_interval=0.05)
+    thread, stop = runner.start_worker_thread(app, poll_interval=0.05)
     try:
         deadline = utcnow() + timedelta(seconds=10)
         while utcnow() < deadline and not any(j.status == OutboxStatus.DONE
@@ -97,29 +95,29 @@ def test_the_worker_loop_runs_periodic_tasks(app, db):
 
 def test_the_lease_comes_from_the_config(app, db):
     app.config["PORTAL_JOB_LEASE_SECONDS"] = 2
-    jobs.enqueue(db, "test.writes", {})
+    queue.enqueue(db, "test.writes", {})
     db.commit()
-    [job] = jobs.claim(factory(app)(), lease=jobs.job_lease(app))
+    [job] = queue.claim(factory(app)(), lease=runner.job_lease(app))
     assert timedelta(seconds=1) < job.lease_until - utcnow() <= timedelta(seconds=2)
 
 
 def test_work_of_a_worker_whose_job_was_taken_over_is_rolled_back(app, db):
     """The handler's work commits with "done", so a stale worker cannot repeat a side effect."""
-    jobs.enqueue(db, "test.writes", {})
+    queue.enqueue(db, "test.writes", {})
     db.commit()
-    [stale] = jobs.claim(factory(app)())  # attempt 1, by a worker that then stalls
+    [stale] = queue.claim(factory(app)())  # attempt 1, by a worker that then stalls
     taken = db.get(Job, stale.id)
     taken.lease_until = utcnow() - timedelta(seconds=1)
     db.commit()
-    assert [j.id for j in jobs.claim(factory(app)())] == [stale.id]  # attempt 2
+    assert [j.id for j in queue.claim(factory(app)())] == [stale.id]  # attempt 2
     session = factory(app)()
     _writes(app, session, session.get(Job, stale.id))  # the stalled worker wakes up
-    assert jobs.complete(session, stale.id, attempt=1) is False
+    assert queue.complete(session, stale.id, attempt=1) is False
     job = db.scalar(select(Job).where(Job.id == stale.id))
     assert job.status == OutboxStatus.RUNNING and "written" not in job.payload
     session = factory(app)()
     _writes(app, session, session.get(Job, stale.id))
-    assert jobs.complete(session, stale.id, attempt=2) is True
+    assert queue.complete(session, stale.id, attempt=2) is True
     job = db.scalar(select(Job).where(Job.id == stale.id))
     assert job.status == OutboxStatus.DONE and job.payload["written"] and job.attempts == 2
 
@@ -131,5 +129,5 @@ def test_prune_keeps_recent_and_dead_jobs(app, db):
                 Job(kind="test.writes", status=OutboxStatus.DONE, run_at=utcnow(),
                     finished_at=utcnow())])
     db.commit()
-    assert jobs.prune(factory(app)()) == 1
+    assert queue.prune(factory(app)()) == 1
     assert db.scalar(select(func.count()).select_from(Job)) == 2

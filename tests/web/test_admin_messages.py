@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from portal.models import AuditLog, Lab
-from portal.services import jobs
 from portal.services.messages import DEFAULTS, KINDS, PARTS
+from portal.worker import runner
 from tests.conftest import csrf_from
 from tests.web.test_notifications import send_link
 
@@ -81,7 +81,7 @@ def test_the_saved_text_is_what_patients_get(app, admin_client, db, lab, caplog)
         admin_client, link_sms="{lab_name} asks {amount} for {bill_reference}: {link}"))
     caplog.set_level(logging.INFO)
     send_link(db, stored(db, lab), channels=["sms"])
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
     assert "Acme Diagnostics asks INR 1,234.50 for B-1001: http://127.0.0.1:5000/pay/" \
         in caplog.text
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from portal.api.openapi import document
 from portal.models import LinkStatus, OnlinePayment, Payment, PaymentStatus, utcnow
-from portal.services.jobs import wait_idle
+from portal.worker.runner import wait_idle
 from tests.api_helpers import make_api_key
 from tests.conftest import serving
 from tests.gateways.test_sandbox_http import choose, press_pay

@@ -16,8 +16,8 @@ from portal.models import (
     PaymentStatus,
     utcnow,
 )
-from portal.services import jobs
-from portal.services.links import new_reference
+from portal.tokens import new_reference
+from portal.worker import runner
 from tests.conftest import csrf_from
 from tests.web.helpers import post_event, start_payment
 from tests.web.test_expiry import cancellable_sandbox  # noqa: F401  the fixture
@@ -76,7 +76,7 @@ def test_the_patients_link_cannot_be_paid_again(app, client, staff_client, build
     job = db.scalar(select(Job).where(Job.kind == "payment.cancel_checkout"))
     online = db.scalar(select(Payment).where(Payment.reference == reference))
     assert job.payload["payment_id"] == online.id  # queued with the payment, in its transaction
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
     assert cancellable_sandbox == [(reference, f"sbx_cs_{reference}")]
 
     page = client.get(f"/pay/{link.token}")

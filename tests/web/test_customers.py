@@ -16,8 +16,10 @@ from portal.models import (
     AuditLog,
     Customer,
     CustomerPaymentProfile,
+    ExchangeKind,
     LinkStatus,
     Payment,
+    PaymentGatewayTransaction,
     PaymentStatus,
     utcnow,
 )
@@ -209,6 +211,34 @@ def test_staff_charge_a_saved_method_for_an_open_link(staff_client, vault, build
     assert link.status == LinkStatus.PAID and link.amount_paid == 70000
     entry = db.scalar(select(AuditLog).where(AuditLog.action == "payment_profile.charge"))
     assert entry.user_id == staff.id and entry.ip_address == "127.0.0.1"
+    [exchange] = db.scalars(select(PaymentGatewayTransaction))
+    assert (exchange.kind, exchange.success, exchange.signature_valid) == \
+        (ExchangeKind.CHARGE_REQUESTED, True, None)
+
+
+def test_a_refused_charge_fails_the_payment_and_is_recorded_masked(staff_client, vault, build,
+                                                                   lab, db, monkeypatch):
+    secret = "whsec_" + "x" * 24
+
+    def refuse(self, charge):
+        raise GatewayError(f"card declined for key {secret}", code="card_declined",
+                           raw={"echo": secret})
+
+    monkeypatch.setattr(CardVault, "charge_saved_method", refuse)
+    monkeypatch.setattr(CardVault, "secret_values",
+                        classmethod(lambda cls, credentials: [secret]))
+    link = build.link(lab)
+    profile = add_profile(db, link)
+    html = charge_from_patient_page(staff_client, link, profile)
+    assert "card declined" in html and secret not in html
+    payment = db.scalar(select(Payment))
+    assert payment.status == PaymentStatus.FAILED and secret not in payment.failure_reason
+    [exchange] = db.scalars(select(PaymentGatewayTransaction))
+    assert (exchange.kind, exchange.success, exchange.payload["code"]) == \
+        (ExchangeKind.CHARGE_REQUESTED, False, "card_declined")
+    assert secret not in exchange.error + str(exchange.payload)
+    db.refresh(link)
+    assert link.status == LinkStatus.CREATED
 
 
 def test_a_second_charge_waits_for_the_first(staff_client, vault, build, lab, db, monkeypatch):
@@ -226,16 +256,20 @@ def test_a_second_charge_waits_for_the_first(staff_client, vault, build, lab, db
     assert db.scalar(select(func.count(Payment.id))) == 1
 
 
+def charge_from_patient_page(staff_client, link, profile) -> str:
+    """Staff's Charge on the patient's page; the page it lands on."""
+    html = page(staff_client, f"/customers/{link.customer_id}")
+    return staff_client.post(f"/customers/{link.customer_id}/charge", follow_redirects=True,
+                             data={"csrf_token": csrf_from(html), "profile_id": profile.id,
+                                   "link_id": link.id}).get_data(as_text=True)
+
+
 def test_declined_charge_leaves_the_link_open(staff_client, vault, build, lab, db,
                                               monkeypatch):
     monkeypatch.setattr(CardVault, "answer", EventStatus.FAILED)
     link = build.link(lab, bill_reference="B-9")
     profile = add_profile(db, link)
-    html = staff_client.post(f"/customers/{link.customer_id}/charge", follow_redirects=True,
-                             data={"csrf_token": csrf_from(page(
-                                 staff_client, f"/customers/{link.customer_id}")),
-                                 "profile_id": profile.id, "link_id": link.id}
-                             ).get_data(as_text=True)
+    html = charge_from_patient_page(staff_client, link, profile)
     assert "The saved method was declined for bill B-9" in html
     db.refresh(link)
     assert link.status == LinkStatus.CREATED

@@ -17,8 +17,8 @@ from portal.models import (
     PaymentGatewayTransaction,
     utcnow,
 )
-from portal.services import jobs
 from portal.services.expiry import expire_links
+from portal.worker import runner
 from tests.web.helpers import post_event, start_payment
 
 
@@ -83,8 +83,8 @@ def test_sweep_runs_as_a_periodic_job(app, build, lab, db):
     link = build.link(lab)
     link.expires_at = utcnow() - timedelta(seconds=1)
     db.commit()
-    jobs.schedule_periodic(session_of(app), kinds=["expiry.sweep"])
-    jobs.wait_idle(app)
+    runner.schedule_periodic(session_of(app), kinds=["expiry.sweep"])
+    runner.wait_idle(app)
     db.refresh(link)
     assert link.status == LinkStatus.EXPIRED
     assert db.scalar(select(Job.status).where(Job.kind == "expiry.sweep")) == "done"
@@ -112,15 +112,15 @@ def test_expiry_closes_the_gateway_checkout_outside_the_sweep(app, client, build
     expire_links(session_of(app))
     assert cancellable_sandbox == []  # not inside the sweep's transaction: a job does it
     assert db.scalar(select(Job.kind).where(Job.kind == "payment.cancel_checkout"))
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
 
     assert cancellable_sandbox == [(reference, f"sbx_cs_{reference}")]
     exchange = db.scalar(select(PaymentGatewayTransaction).where(
         PaymentGatewayTransaction.event_type == "checkout.cancel"))
-    assert exchange.kind == ExchangeKind.CHECKOUT_CREATED and exchange.success
+    assert exchange.kind == ExchangeKind.CHECKOUT_CANCELLED and exchange.success
     # Once more: nothing new to expire, nothing cancelled twice.
     expire_links(session_of(app))
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
     assert len(cancellable_sandbox) == 1
 
 

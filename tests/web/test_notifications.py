@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import Channel, Job, LinkStatus, Notification, OutboxStatus, utcnow
-from portal.services import jobs
 from portal.services.links import NewLink, create_link
 from portal.services.notifications import SEND_ATTEMPTS
+from portal.worker import runner
 from tests.conftest import csrf_from, sign_in
 from tests.fakes.sms_fakes import FakeSmsProvider, FakeTwilio
 from tests.fakes.smtp import SmtpServer, free_port, make_certificate
@@ -23,7 +23,7 @@ SID, AUTH_TOKEN = "AC" + "1" * 32, "twilio-auth-token-never-logged"
 
 
 def run_jobs(app) -> None:
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
 
 
 def our_logs(caplog) -> str:

@@ -19,8 +19,8 @@ from portal.models import (
     SandboxCharge,
     utcnow,
 )
-from portal.services.links import new_reference
 from portal.services.refunds import DEFAULT_REFUND_REASONS
+from portal.tokens import new_reference
 from tests.conftest import csrf_from, serving, sign_in
 
 
@@ -83,7 +83,7 @@ def audit_actions(db, lab_id: int) -> list[str]:
 
 def test_admin_refunds_part_of_a_payment_paid_over_http(app, live, build, lab, admin,
                                                         admin_client, db):
-    from portal.services.jobs import wait_idle
+    from portal.worker.runner import wait_idle
     from tests.gateways.test_sandbox_http import choose, press_pay
 
     link = build.link(lab, amount=123450)

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from portal import models
 from portal.models import Channel, Job, LinkStatus, Notification, OutboxStatus
-from portal.services import jobs
 from portal.services.links import NewLink, cancel_link, create_link
 from portal.services.notifications import schedule_reminders, send_reminder
+from portal.worker import runner
 from tests.conftest import csrf_from
 
 T0 = datetime(2026, 11, 26, 4, 30, tzinfo=UTC)  # 10:00 in Kolkata
@@ -71,7 +71,7 @@ def reminders(db, link) -> list[Notification]:
 
 
 def run(app) -> None:
-    jobs.wait_idle(app)
+    runner.wait_idle(app)
 
 
 def test_reminders_are_scheduled_before_expiry_per_the_lab(clock, db, reminding_lab):

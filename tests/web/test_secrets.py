@@ -4,7 +4,7 @@ import logging
 
 from sqlalchemy import text
 
-from portal.services.jobs import wait_idle
+from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, serving
 from tests.gateways.test_sandbox_http import choose, press_pay
 

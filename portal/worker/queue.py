@@ -1,0 +1,133 @@
+"""The job queue: rows of `jobs`, claimed with a lease (SKIP LOCKED on PostgreSQL), retried with
+backoff. Services add jobs here in their own transaction; the runner claims and finishes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..models import Job, OutboxStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_BACKOFF = timedelta(hours=1)
+KEEP_DONE_JOBS = timedelta(days=7)
+
+Handler = Callable[[Flask, Session, Job], None]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job kind the worker runs once per `every`, whatever the number of workers."""
+
+    kind: str
+    every: timedelta
+
+    def slot(self, now: datetime) -> datetime:
+        """The start of the interval `now` falls in (intervals are counted from the epoch)."""
+        seconds = self.every.total_seconds()
+        return datetime.fromtimestamp(now.timestamp() // seconds * seconds, UTC)
+
+
+def enqueue(session: Session, kind: str, payload: dict[str, Any], *, lab_id: int | None = None,
+            run_at: datetime | None = None, max_attempts: int = 8,
+            dedupe: str | None = None) -> Job | None:
+    """Adds a job in the caller's transaction; with `dedupe`, not while one is still queued."""
+    if dedupe is not None:
+        payload = {**payload, "dedupe": dedupe}
+        existing = session.scalar(select(Job.id).where(
+            Job.kind == kind, Job.status == OutboxStatus.QUEUED,
+            Job.payload["dedupe"].as_string() == dedupe))
+        if existing:
+            return None
+    job = Job(kind=kind, payload=payload, lab_id=lab_id, run_at=run_at or utcnow(),
+              max_attempts=max_attempts)
+    session.add(job)
+    return job
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=5 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def claim(session: Session, *, now: datetime | None = None, limit: int = 10,
+          lease: timedelta = LEASE) -> list[Job]:
+    """Takes due jobs, and running ones whose lease ran out, under a fresh lease; commits."""
+    now = now or utcnow()
+    due = or_((Job.status == OutboxStatus.QUEUED) & (Job.run_at <= now),
+              (Job.status == OutboxStatus.RUNNING) & (Job.lease_until < now))
+    query = select(Job).where(due).order_by(Job.run_at, Job.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    jobs = list(session.scalars(query))
+    for job in jobs:
+        job.status = OutboxStatus.RUNNING
+        job.attempts += 1
+        job.lease_until = now + lease
+    session.commit()
+    return jobs
+
+
+def complete(session: Session, job_id: int, attempt: int) -> bool:
+    """Marks the job done in its handler's own transaction, so the work commits with it.
+
+    If the lease ran out and another worker took the job over meanwhile, the work is rolled
+    back instead: a side effect in the database happens once, whichever worker finishes.
+    """
+    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(Job).where(Job.id == job_id, Job.status == OutboxStatus.RUNNING,
+                          Job.attempts == attempt)
+        .values(status=OutboxStatus.DONE, finished_at=utcnow(), lease_until=None,
+                last_error=None)
+        .execution_options(synchronize_session=False))
+    if done.rowcount != 1:
+        session.rollback()
+        log.warning("job %s attempt %s was taken over by another worker; its work is dropped",
+                    job_id, attempt)
+        return False
+    session.commit()
+    return True
+
+
+def finish(session: Session, job_id: int, attempt: int, error: str | None = None) -> None:
+    """Marks a claimed job done or failed, unless another worker has claimed it since."""
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    if job.status != OutboxStatus.RUNNING or job.attempts != attempt:
+        session.rollback()
+        return
+    now = utcnow()
+    job.lease_until = None
+    if error is None:
+        job.status = OutboxStatus.DONE
+        job.finished_at = now
+        job.last_error = None
+    elif job.attempts >= job.max_attempts:
+        job.status = OutboxStatus.DEAD
+        job.finished_at = now
+        job.last_error = error[:1000]
+    else:
+        job.status = OutboxStatus.QUEUED
+        job.run_at = now + backoff(job.attempts)
+        job.last_error = error[:1000]
+    session.commit()
+
+
+def prune(session: Session, *, now: datetime | None = None, batch: int = 5000) -> int:
+    """Deletes jobs done more than a week ago (dead ones stay for people to look at)."""
+    cutoff = (now or utcnow()) - KEEP_DONE_JOBS
+    ids = list(session.scalars(select(Job.id).where(
+        Job.status == OutboxStatus.DONE, Job.run_at < cutoff, Job.finished_at < cutoff)
+        .limit(batch)))
+    if ids:
+        session.execute(delete(Job).where(Job.id.in_(ids)))
+    session.commit()
+    return len(ids)
