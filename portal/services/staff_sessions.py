@@ -93,10 +93,10 @@ def end(session: Session, row: StaffSession, now: datetime) -> None:
 
 def revoke_all(session: Session, user_id: int, now: datetime) -> int:
     """Ends every session of the user; how many were still open."""
-    result = session.execute(update(StaffSession).where(StaffSession.user_id == user_id,
-                                                        StaffSession.revoked_at.is_(None))
-                             .values(revoked_at=now))
-    return result.rowcount or 0
+    ended = session.scalars(update(StaffSession).where(StaffSession.user_id == user_id,
+                                                       StaffSession.revoked_at.is_(None))
+                            .values(revoked_at=now).returning(StaffSession.id))
+    return len(ended.all())
 
 
 def active(session: Session, user_id: int, *, now: datetime, limits: Limits

@@ -1,7 +1,7 @@
 """exchange kinds: a checkout cancellation and a saved-method charge are named as what they are
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 17:00:00.000000
 """
 
