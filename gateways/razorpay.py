@@ -30,6 +30,7 @@ from .base import (
     RefundResult,
     SignatureError,
     lookup_status,
+    unix_time,
 )
 
 SIGNATURE_HEADER = "X-Razorpay-Signature"
@@ -140,7 +141,7 @@ def parse_event(body: Mapping, event_id: str) -> GatewayEvent:
     kind = body["event"]
     payload = body["payload"]
     common = {"dedupe_id": event_id, "type": kind, "reference": event_reference(body),
-              "occurred_at": datetime.fromtimestamp(int(body.get("created_at") or 0), UTC),
+              "occurred_at": unix_time(body.get("created_at") or 0),
               "raw": dict(body)}
     payment = _entity(payload, "payment")
     if kind in LINK_EVENTS:

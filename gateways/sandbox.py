@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from .base import (
@@ -30,6 +29,8 @@ from .base import (
     constant_time_equal,
     hmac_sha256_hex,
     lookup_status,
+    unix_time,
+    whole_amount,
 )
 from .http import HttpClient
 
@@ -122,11 +123,11 @@ def parse_event(body: Mapping) -> GatewayEvent:
             type=kind,
             reference=str(data["reference"]),
             status=lookup_status(EVENT_STATUS, kind),
-            amount=int(data["amount"]),
+            amount=whole_amount(data["amount"]),
             currency=str(data["currency"]).upper(),
             transaction_id=f"sbx_{body['id']}",
             method="sandbox",
-            occurred_at=datetime.fromtimestamp(int(body["created"]), UTC),
+            occurred_at=unix_time(body["created"]),
             raw=body,
         )
     except (KeyError, TypeError, ValueError) as exc:

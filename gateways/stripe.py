@@ -33,6 +33,7 @@ from .base import (
     SignatureError,
     hmac_sha256_hex,
     lookup_status,
+    unix_time,
 )
 
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -87,7 +88,7 @@ def _id(value: Any) -> str | None:
 
 
 def _ts(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value else None
+    return unix_time(value) if value else None
 
 
 def session_expires_at(link_expires_at: datetime, now: datetime) -> int:
