@@ -137,10 +137,10 @@ def _check_request() -> None:
         raise Refused(404, "not_found", "No such page.")
     for name, value in request.headers.items():
         if CONTROL_IN_HEADER.search(value) or CONTROL_IN_HEADER.search(name):
-            raise Refused(400, "bad_request", "A request header contains control characters.")
+            raise Refused(400, _bad(), "A request header contains control characters.")
     for name, value in request.args.items(multi=True):
         if CONTROL_IN_TEXT.search(name) or CONTROL_IN_TEXT.search(value):
-            raise Refused(400, "bad_request", "The address contains control characters.",
+            raise Refused(400, _bad(), "The address contains control characters.",
                           {_printable(name): "Must not contain control characters."})
     raw = _bounded_body()
     if not raw:
@@ -148,6 +148,15 @@ def _check_request() -> None:
     if request.mimetype in FORM_MIMETYPES:
         _check_form()
     _check_json(raw)  # whatever the type: the API and the gateways parse the raw body
+
+
+def _webhook() -> bool:
+    return request.path.startswith("/payments/webhook/")
+
+
+def _bad() -> str:
+    """The error code of a refused request: a webhook's own, or HTTP's."""
+    return "malformed_payload" if _webhook() else "bad_request"
 
 
 def _bounded_body() -> bytes:
@@ -166,11 +175,11 @@ def _bounded_body() -> bytes:
 def _check_form() -> None:
     for name, value in request.form.items(multi=True):
         if CONTROL_IN_TEXT.search(name) or CONTROL_IN_TEXT.search(value):
-            raise Refused(400, "bad_request", "A form field contains control characters.",
+            raise Refused(400, _bad(), "A form field contains control characters.",
                           {_printable(name): "Must not contain control characters."})
     for name, upload in request.files.items(multi=True):
         if CONTROL_IN_TEXT.search(name) or CONTROL_IN_TEXT.search(upload.filename or ""):
-            raise Refused(400, "bad_request", "A file name contains control characters.")
+            raise Refused(400, _bad(), "A file name contains control characters.")
 
 
 def _check_json(raw: bytes) -> None:
@@ -179,7 +188,7 @@ def _check_json(raw: bytes) -> None:
     Gateway events are signed data and may carry any printable text; only what cannot be
     stored is refused there. Everything else (the API) must be free of control characters.
     """
-    webhook = request.path.startswith("/payments/webhook/")
+    webhook = _webhook()
     try:
         load_json(raw, text=UNSTORABLE if webhook else CONTROL_IN_TEXT)
     except JsonRejected as exc:

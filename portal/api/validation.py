@@ -112,7 +112,11 @@ def _expiry(body: dict, default_hours: int, now: datetime, fields: dict[str, str
         if expires.tzinfo is None:
             fields["expires_at"] = "Must be an ISO 8601 time with a timezone."
             return now
-        expires = expires.astimezone(UTC)
+        try:
+            expires = expires.astimezone(UTC)
+        except OverflowError:  # year 1 east of UTC, or year 9999 west of it
+            fields["expires_at"] = "A link can stay open for at most 90 days."
+            return now
         name = "expires_at"
     else:
         return now + timedelta(hours=default_hours)
