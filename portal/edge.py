@@ -18,7 +18,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
-MAX_ROW_ID = 2**63 - 1  # the largest id a BIGINT row can have
+MAX_ROW_ID = 2**31 - 1  # the largest id an INTEGER primary key can hold (PostgreSQL)
 MAX_JSON_DEPTH = 64  # gateways' events nest under ten levels; the API's bodies three
 MAX_JSON_NUMBER = 2**63 - 1
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -106,7 +106,7 @@ def row_id(text: str) -> int:
 
 
 class RowIdConverter(IntegerConverter):
-    """`<int:...>` in routes: ids beyond BIGINT match nothing (404) instead of overflowing."""
+    """`<int:...>` in routes: ids beyond INTEGER match nothing (404) instead of overflowing."""
 
     def __init__(self, map, fixed_digits=0, min=None, max=None, signed=False):  # noqa: A002
         super().__init__(map, fixed_digits, min, MAX_ROW_ID if max is None else max, signed)

@@ -58,6 +58,7 @@ REFUSED_JSON_BODIES = {
 }
 EXTREMES = {
     "int64_plus_one": str(2**63),
+    "int32_plus_one": str(2**31),
     "float_overflow": "1e999",
     "year_one": "0001-01-01",
     "year_9999": "9999-12-31",
@@ -65,7 +66,7 @@ EXTREMES = {
     "long_text": "x" * 5000,
 }
 EXTREME_HEADERS = {"long": "x" * 5000}
-EXTREME_JSON = [2**63 - 1, -(2**63), -1, 1.5, True, None, [], {}, "x" * 5000,
+EXTREME_JSON = [2**31, 2**63 - 1, -(2**63), -1, 1.5, True, None, [], {}, "x" * 5000,
                 "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "XXX"]
 HEADERS_READ = ("Authorization", "Idempotency-Key", "Sandbox-Signature", "Stripe-Signature",
                 "X-Razorpay-Signature", "X-VERIFY", "Content-Type", "Cookie", "Referer",
