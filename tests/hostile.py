@@ -19,6 +19,7 @@ Two tables:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -57,9 +58,8 @@ REFUSED_JSON_BODIES = {
     "bom_deep": b"\xef\xbb\xbf" + b"[" * 50000,
 }
 EXTREMES = {
-    "int64_plus_one": str(2**63),
-    "int32_plus_one": str(2**31),
-    "float_overflow": "1e999",
+    "int32_plus_one": str(2**31),  # past PostgreSQL's INTEGER ids
+    "huge_digits": "9" * 25,  # past every integer column
     "year_one": "0001-01-01",
     "year_9999": "9999-12-31",
     "datetime_year_one": "0001-01-01T00:00",
@@ -333,7 +333,13 @@ def replaced_leaves(body, value, where=""):
 def run_tables(app, db, build) -> tuple[Result, Result]:
     run = HostileRun(app, db, build)
     run.discover_forms()
-    refused = run.fire(REFUSED, strict=True)
-    run.result = Result()
-    extremes = run.fire(EXTREMES, strict=False)
+    access = logging.getLogger("portal.access")
+    level = access.level
+    access.setLevel(logging.WARNING)  # thousands of access lines would only slow the run
+    try:
+        refused = run.fire(REFUSED, strict=True)
+        run.result = Result()
+        extremes = run.fire(EXTREMES, strict=False)
+    finally:
+        access.setLevel(level)
     return refused, extremes
