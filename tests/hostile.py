@@ -283,7 +283,7 @@ class HostileRun:
                 for name, value in table.items():
                     for arg in rule.arguments:
                         go(f"path {arg}={name}", path=self.path(rule, {arg: value}))
-                    for arg in [*base["query"], "q"][:4]:
+                    for arg in base["query"] or ["q"]:
                         go(f"query {arg}={name}", query={**base["query"], arg: value})
                     for arg in (base["form"] or {}):
                         if arg != "csrf_token" or strict:

@@ -193,3 +193,18 @@ def test_database_health_logs_each_change_once(caplog):
             health.answered()
     assert [r.getMessage() for r in caplog.records] == [
         "database unavailable: RuntimeError: connection refused", "database is back"]
+
+
+def test_phonepe_v1_callback_with_deep_json_inside_its_base64_is_400(client):
+    import base64
+
+    inner = base64.b64encode(b"[" * 50000).decode()
+    answer = client.post("/payments/webhook/phonepe_v1", json={"response": inner})
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "malformed_payload"
+
+
+def test_transaction_filters_with_dates_at_the_ends_of_the_calendar(staff_client):
+    for query in ("date_from=0001-01-01", "date_to=9999-12-31",
+                  "date_from=0001-01-01&date_to=9999-12-31"):
+        assert staff_client.get(f"/transactions?{query}").status_code < 500, query
+        assert staff_client.get(f"/transactions.csv?{query}").status_code < 500, query
