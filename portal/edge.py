@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
@@ -212,6 +212,13 @@ def refusal(exc: Refused):
             body["fields"] = exc.fields
         return jsonify(error=body), exc.status
     if exc.status == 404 and request.path.startswith("/pay/"):
-        return render_template("pay/not_found.html"), 404
-    # A plain page that needs neither a signed-in user nor a lab: it is the same for everyone.
-    return render_template("errors/refused.html", message=exc.message), exc.status
+        return plain_page("pay/not_found.html", 404)
+    return plain_page("errors/refused.html", exc.status, message=exc.message)
+
+
+def plain_page(template: str, status: int, **context) -> Response:
+    """A page rendered without the context processors: Flask-Login's loads the signed-in user
+    (from the database, which may be down; with its session check, which a refused request
+    must not trip). It needs neither a user nor a lab and is the same for everyone."""
+    html = current_app.jinja_env.get_template(template).render(**context)
+    return Response(html, status, mimetype="text/html")

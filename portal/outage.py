@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, jsonify, make_response, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from .edge import plain_page
 
 log = logging.getLogger("portal.database")
 
@@ -91,7 +93,7 @@ def answer():
                                   "message": "The service is briefly unavailable; retry later."})
         kind = "api"
     else:
-        response = render_template("errors/unavailable.html")
+        response = plain_page("errors/unavailable.html", 503)
         kind = "page"
     response = make_response(response, 503)
     response.headers["Retry-After"] = RETRY_AFTER[kind]
