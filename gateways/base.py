@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -191,6 +191,23 @@ class SavedMethodCharge:
     description: str
     method: SavedMethod
     idempotency_key: str
+
+
+def unix_time(value: Any) -> datetime:
+    """A gateway's Unix timestamp (seconds) as UTC; MalformedPayload when it is no real time."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MalformedPayload(f"timestamp {value!r:.40} is not whole seconds")
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (ValueError, OverflowError, OSError):  # OSError: beyond the platform's time_t
+        raise MalformedPayload(f"timestamp {value!r:.40} is out of range") from None
+
+
+def whole_amount(value: Any) -> int:
+    """An amount in minor units as the wire gives it: an integer, never a float or a bool."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise MalformedPayload(f"amount {value!r:.40} is not a whole number of minor units")
+    return value
 
 
 def lookup_status(table: Mapping[str, EventStatus], value: Any) -> EventStatus:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +33,8 @@ from .base import (
     hmac_sha256_hex,
     json_object,
     lookup_status,
+    unix_time,
+    whole_amount,
 )
 
 # ---- constants ----------------------------------------------------------------------------------
@@ -78,11 +79,11 @@ def parse_event(body: Mapping[str, Any]) -> GatewayEvent:
             type=kind,
             reference=str(data["reference"]),
             status=lookup_status(EVENT_STATUS, kind),
-            amount=int(data["amount"]),
+            amount=whole_amount(data["amount"]),
             currency=str(data["currency"]).upper(),
             transaction_id=f"sbx_{body['id']}",
             method="sandbox",
-            occurred_at=datetime.fromtimestamp(int(body["created"]), UTC),
+            occurred_at=unix_time(body["created"]),
             raw=body,
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -11,6 +11,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from . import edge, outage
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
 
@@ -28,7 +29,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
 
-    Database().init_app(app)
+    database = Database()
+    database.init_app(app)
+    edge.init_app(app)  # first: its guard runs before CSRF and every view
+    outage.init_app(app, database.engine)
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -76,8 +80,7 @@ def _security_headers(app: Flask) -> None:
         return response
 
 
-def _wants_json() -> bool:
-    return request.path.startswith("/payments/") or request.path.endswith(".json")
+_wants_json = edge.wants_json
 
 
 def _error_pages(app: Flask) -> None:

@@ -33,11 +33,20 @@ def exponent(currency: str) -> int:
         raise MoneyError(str(exc)) from None
 
 
+# ISO 4217 codes that are not money a patient can pay: precious metals (XAU, XAG, XPT, XPD),
+# the SDR and bond-market units (XDR, XBA-XBD), the SUCRE and ADB unit (XSU, XUA), the code
+# for testing (XTS) and "no currency" (XXX). CLDR names them, so Babel alone would accept them.
+NOT_MONEY = frozenset({"XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU",
+                       "XUA", "XTS", "XXX"})
+
+
 def is_known_currency(currency: str) -> bool:
+    """An ISO 4217 code of money: known to CLDR, and not a metal, a unit or a test code."""
     from babel.numbers import get_currency_name
 
     code = (currency or "").upper()
-    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
+    return (len(code) == 3 and code.isalpha() and code not in NOT_MONEY
+            and get_currency_name(code, locale="en") != code)
 
 
 def parse_amount(text: str, currency: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import razorpay
@@ -23,6 +23,7 @@ from ..base import (
     MalformedPayload,
     header,
     json_object,
+    unix_time,
 )
 
 # ---- constants ----------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def parse_event(body: Mapping[str, Any], event_id: str) -> GatewayEvent:
     kind = body["event"]
     payload = body["payload"]
     common = {"dedupe_id": event_id, "type": kind, "reference": event_reference(body),
-              "occurred_at": datetime.fromtimestamp(int(body.get("created_at") or 0), UTC),
+              "occurred_at": unix_time(body.get("created_at") or 0),
               "raw": dict(body)}
     payment = entity(payload, "payment")
     if kind in LINK_EVENTS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
@@ -25,6 +25,7 @@ from ..base import (
     hmac_sha256_hex,
     json_object,
     lookup_status,
+    unix_time,
 )
 
 # ---- constants ----------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def object_id(value: Any) -> str | None:
 
 
 def from_unix(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value else None
+    return unix_time(value) if value else None
 
 
 def session_expires_at(link_expires_at: datetime, now: datetime) -> int:

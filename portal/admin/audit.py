@@ -3,6 +3,7 @@
 from flask import abort, render_template, request, url_for
 from werkzeug.routing import BuildError
 
+from ..edge import row_id
 from ..extensions import db_session
 from ..services import audit_log
 from ..tenancy import admin_required, current_lab
@@ -54,7 +55,7 @@ def audit_page():
     action = request.args.get("action") or None
     if action is not None and not audit_log.valid_action_filter(action):
         abort(400, "Unknown action filter.")
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     entries, next_cursor = audit_log.list_entries(session, lab.id, action=action,
                                                   before_id=before)
     return render_template("admin/audit.html", lab=lab, entries=entries, action=action,

@@ -3,6 +3,7 @@
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from ..edge import row_id
 from ..extensions import db_session
 from ..services import inbox
 from ..tenancy import admin_required, client_ip, current_lab
@@ -14,7 +15,7 @@ from . import bp
 def webhooks():
     session = db_session()
     lab = current_lab()
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     entries, next_cursor = inbox.list_entries(session, lab.id, before_id=before)
     return render_template("admin/webhooks.html", lab=lab, entries=entries, before=before,
                            next_cursor=next_cursor,

@@ -215,9 +215,12 @@ def document(base_url: str) -> dict:
                     "400": _response("Refused: bad signature or payload; nothing changed",
                                      "Error", _error("bad_signature",
                                                      "Signature verification failed.")),
+                    "404": _response("No such address (a control character in the path)",
+                                     "Error", _error("not_found", "No such page.")),
                     "413": _response("Too large", "Error",
                                      _error("request_entity_too_large", "Too large.")),
-                    "503": _response("Could not be confirmed now; send again", "Error",
+                    "503": _response("Could not be confirmed or stored now (Retry-After); send "
+                                     "again", "Error",
                                      _error("gateway_error", "Gateway unavailable."))}}},
         },
         "components": {

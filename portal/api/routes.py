@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from gateways import GATEWAYS
 from gateways.base import GatewayError
 
+from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
 from ..extensions import csrf, db_session
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
 from ..services import idempotency
@@ -22,13 +21,13 @@ from ..services.links import create_link, get_link
 from ..services.refunds import RefundNotAllowed, request_refund
 from ..tokens import patient_url
 from . import bp
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .openapi import document
 from .ratelimit import RateLimiter
 from .validation import parse_initiate, parse_refund
 
 MAX_BODY = 64 * 1024
-MAX_ID = 2**63 - 1  # the largest id a database row can have
+MAX_ID = MAX_ROW_ID
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -74,20 +73,16 @@ def api_error(exc: ApiError):
     return exc.response()
 
 
-@bp.errorhandler(OperationalError)
-def database_down(exc):
-    db_session().rollback()
-    current_app.logger.error("API: database unavailable: %s", type(exc).__name__)
-    return ApiError(503, "unavailable", "The service is briefly unavailable; retry later.",
-                    headers={"Retry-After": "5"}).response()
-
-
 def _json_body():
     raw = request.get_data(cache=True)
     if len(raw) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"The body is larger than {MAX_BODY} bytes.")
     try:
-        return json.loads(raw or b"null")
+        return load_json(raw or b"null", text=CONTROL_IN_TEXT)
+    except JsonRejected as exc:
+        if exc.where:
+            raise invalid({exc.where: "Must not contain control characters."}) from None
+        raise ApiError(400, "invalid_json", exc.message) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from ..edge import MAX_ROW_ID
 from ..money import is_known_currency
 from ..phones import to_e164
 from ..services.links import NewLink
@@ -112,7 +113,11 @@ def _expiry(body: dict, default_hours: int, now: datetime, fields: dict[str, str
         if expires.tzinfo is None:
             fields["expires_at"] = "Must be an ISO 8601 time with a timezone."
             return now
-        expires = expires.astimezone(UTC)
+        try:
+            expires = expires.astimezone(UTC)
+        except OverflowError:  # year 1 east of UTC, or year 9999 west of it
+            fields["expires_at"] = "A link can stay open for at most 90 days."
+            return now
         name = "expires_at"
     else:
         return now + timedelta(hours=default_hours)
@@ -179,7 +184,7 @@ def parse_refund(body: Any) -> tuple[int, int, str]:
     fields: dict[str, str] = {}
     _unknown(body, REFUND_FIELDS, fields)
     payment_id = _int(body.get("payment_id"))
-    if payment_id is None or not 0 < payment_id < 2**63:
+    if payment_id is None or not 0 < payment_id <= MAX_ROW_ID:
         fields["payment_id"] = "Required: the id of a payment."
     minor = amount(body.get("amount"), "amount", fields)
     reason = _text(body, "reason", fields, max_len=200) or ""

@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 
 from gateways import GATEWAYS
 
+from ..edge import row_id
 from ..extensions import db_session
 from ..models import PaymentStatus
 from ..money import format_money
@@ -46,7 +47,7 @@ def _customer(customer_id: int):
 @login_required
 def index():
     query = request.args.get("q", "").strip()
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     lab = current_lab()
     rows, next_cursor = customers.search_customers(db_session(), lab.id, query=query,
                                                    country=lab.country, before_id=before)
@@ -57,7 +58,7 @@ def index():
 def _detail(customer, form: ChargeSavedMethodForm | None = None, status: int = 200):
     session = db_session()
     lab = current_lab()
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     links, next_cursor = customers.customer_links(session, customer, before_id=before)
     profiles = active_profiles(session, lab.id, customer.id)
     chargeable = [p for p in profiles if customers.can_charge(p)]

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from ..edge import row_id
 from ..extensions import db_session
 from ..models import LinkStatus, utcnow
 from ..services.keys import is_configured
@@ -30,7 +31,7 @@ def index():
     status = request.args.get("status") or None
     if status is not None and status not in LinkStatus.__members__.values():
         abort(400, "Unknown status filter.")
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     links, next_cursor = list_links(db_session(), current_user.lab_id,
                                     status=LinkStatus(status) if status else None,
                                     before_id=before)

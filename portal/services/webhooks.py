@@ -11,7 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS
-from gateways.base import GatewayError, IgnoredEvent, MalformedPayload, SignatureError
+from gateways.base import (
+    GatewayError,
+    GatewayEvent,
+    IgnoredEvent,
+    MalformedPayload,
+    SignatureError,
+)
 from gateways.http import mask_secrets
 
 from ..models import ExchangeKind, Payment
@@ -68,6 +74,10 @@ def receive_webhook(session: Session, config: Mapping[str, Any], gateway_name: s
     except GatewayError as exc:  # not configured, an unknown status, or confirmation failed
         log.error("%s webhook for %s not applied: %s", gateway_name, reference, exc.message)
         raise WebhookRejected(exc.code, exc.message, retry=exc.retryable) from None
+    problem = _unstorable(event)
+    if problem:
+        log.warning("%s webhook for %s refused: %s", gateway_name, reference, problem)
+        raise WebhookRejected("malformed_payload", problem)
     if not event.reference:
         event = replace(event, reference=reference)
     if event.reference != reference:
@@ -77,6 +87,25 @@ def receive_webhook(session: Session, config: Mapping[str, Any], gateway_name: s
                                   kind=ExchangeKind.WEBHOOK_RECEIVED, signature_valid=True,
                                   payload=mask_secrets(dict(event.raw), secrets))
     return Received(applied, reference)
+
+
+# The widest column each event field is stored in (models.py); a signed event is still data.
+EVENT_TEXT_LIMITS = {"dedupe_id": 255, "type": 100, "reference": 40, "currency": 3,
+                     "checkout_id": 255, "transaction_id": 255, "refund_id": 255,
+                     "refund_reference": 40, "method": 50, "card_brand": 30, "card_last4": 4}
+
+
+def _unstorable(event: GatewayEvent) -> str | None:
+    """Why a parsed event cannot be recorded as it is, or None."""
+    for name, limit in EVENT_TEXT_LIMITS.items():
+        value = getattr(event, name)
+        if value is not None and len(str(value)) > limit:
+            return f"{name} is not text of at most {limit} characters"
+    amount = event.amount
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)
+                               or not 0 <= amount < 2**63):
+        return "amount is not a whole number of minor units"
+    return None
 
 
 def _find_payment(session: Session, gateway: str, reference: str,

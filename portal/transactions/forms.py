@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from flask_wtf import FlaskForm
 from wtforms import DateField, SearchField, SelectField, StringField
 from wtforms.validators import Length, Optional, ValidationError
@@ -13,6 +15,15 @@ from ..models import PaymentStatus
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
 from ..services.counter import COUNTER
 from ..services.transactions import TransactionFilter
+
+# Local days become UTC bounds (and the day after date_to): the calendar's ends overflow.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+
+
+def within_calendar(_form, field):
+    if field.data and not FIRST_DAY <= field.data <= LAST_DAY:
+        raise ValidationError("Enter a date between 1970 and 9998.")
+
 
 FIELDS = ("q", "status", "gateway", "currency", "date_from", "date_to", "amount_min",
           "amount_max")
@@ -31,8 +42,8 @@ class TransactionFilterForm(FlaskForm):
         "": "Any gateway", **{name: cls.display_name for name, cls in GATEWAYS.items()},
         COUNTER: "At the counter"})
     currency = SelectField("Currency", default="", validators=[Optional()])
-    date_from = DateField("Date from", validators=[Optional()])
-    date_to = DateField("Date to", validators=[Optional()])
+    date_from = DateField("Date from", validators=[Optional(), within_calendar])
+    date_to = DateField("Date to", validators=[Optional(), within_calendar])
     amount_min = StringField("Amount from", validators=[Optional(), Length(max=30)])
     amount_max = StringField("Amount to", validators=[Optional(), Length(max=30)])
 
