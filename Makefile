@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install browser postgres bench clean
+.PHONY: run test install browser postgres bench clean messages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ postgres:
 test: install browser $(AXE) postgres
 	mkdir -p reports
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
+
+# After changing a patient-facing text: refresh translations/messages.pot and every catalog
+# (new texts arrive untranslated; the catalog test fails until they are translated). Catalogs
+# are compiled in memory when the app starts, so there is no compile step and no .mo in git.
+messages: install
+	$(PY) -m portal.catalogs
 
 bench: install
 	$(PY) bench/pay_page.py
