@@ -120,7 +120,9 @@ def _error_pages(app: Flask) -> None:
 
 
 def _for_patient() -> bool:
-    return request.path.startswith(("/pay/", "/sandbox/checkout/"))
+    from .i18n import is_patient_page
+
+    return is_patient_page()
 
 
 def _patient_error(code: int):

@@ -56,7 +56,7 @@ def update() -> list[str]:
     template = extract()
     i18n.TRANSLATIONS.mkdir(exist_ok=True)
     with POT.open("wb") as out:
-        write_po(out, template, width=100, omit_header=False, sort_by_file=True)
+        write_po(out, template, width=100, sort_by_file=True, include_lineno=False)
     changed = [str(POT.relative_to(ROOT))]
     for code in i18n.LANGUAGES:
         if code == i18n.DEFAULT:
@@ -73,7 +73,8 @@ def update() -> list[str]:
                               charset="utf-8")
             catalog.update(template, no_fuzzy_matching=True)
         with path.open("wb") as out:
-            write_po(out, catalog, width=100, sort_by_file=True, ignore_obsolete=True)
+            write_po(out, catalog, width=100, sort_by_file=True, ignore_obsolete=True,
+                     include_lineno=False)
         changed.append(str(path.relative_to(ROOT)))
     return changed
 

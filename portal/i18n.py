@@ -194,12 +194,17 @@ def current() -> str:
     if not has_request_context():
         return DEFAULT
     code = g.get("language")
-    if code is None and getattr(request, "blueprint", None) in PATIENT_BLUEPRINTS:
+    if code is None and is_patient_page():
         code = use(choose())
     return code or DEFAULT
 
 
-PATIENT_BLUEPRINTS = {"pay", "sandbox"}
+PATIENT_PATHS = ("/pay/", "/sandbox/checkout/")
+
+
+def is_patient_page() -> bool:
+    """Patient pages (and their errors, even before a route matched) follow the patient."""
+    return request.path.startswith(PATIENT_PATHS)
 
 
 def gettext(message: str, **variables) -> str:
