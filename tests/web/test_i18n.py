@@ -255,3 +255,45 @@ def test_a_dubai_lab_no_longer_groups_in_lakhs(client, build, db):
     html = client.get(f"/pay/{link.token}").get_data(as_text=True)
     assert "AED\u00a01,234.50" in html and "1,23,4" not in html
     assert "Gulf Standard Time" in html  # times name their zone
+
+
+def test_messages_go_in_the_links_language_with_the_labs_own_text(admin_client, build, lab,
+                                                                   db, app):
+    from portal.services import messages
+
+    page = admin_client.get("/admin/messages?language=hi").get_data(as_text=True)
+    assert "you are editing the <strong>Hindi</strong> texts" in page.replace("You", "you")
+    assert "कृपया बिल {bill_reference} के {amount} का भुगतान {expires_at} तक करें" in page
+    assert 'lang="hi" dir="auto"' in page
+    data = {"csrf_token": csrf_from(page), "reminder_hours": "", "receipt_by_email": "y",
+            "action": "save", "link_sms": "{lab_name}: बिल {bill_reference}, {amount}: {link}"}
+    response = admin_client.post("/admin/messages?language=hi", data=data)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    db.refresh(lab)
+    stored = lab.message_templates
+    assert stored["translations"] == {"hi": {"link.sms": data["link_sms"]}}
+    assert stored["texts"] == {}  # English untouched
+
+    hindi = build.link(lab, language="hi", bill_reference="B-7")
+    message = messages.render_for(lab, hindi, "link", "https://pay.example")
+    assert message.sms == f"{lab.name}: बिल B-7, INR 1,234.50: https://pay.example/pay/{hindi.token}"
+    assert message.subject == f"{lab.name} की ओर से बिल B-7 का भुगतान लिंक"  # the default
+    assert messages.sms_length(message.sms).unicode  # Devanagari goes as UCS-2: 70 a part
+    english = build.link(lab, bill_reference="B-8")
+    assert messages.render_for(lab, english, "link", "https://x").sms.startswith(
+        f"{lab.name}: please pay INR 1,234.50")
+    with app.test_request_context():
+        from portal.services.notifications import email_html
+
+        html = email_html(lab, messages.render_for(lab, hindi, "link", "https://x"))
+    assert '<html lang="hi">' in html and "अभी भुगतान करें" in html
+
+
+def test_the_pay_page_stays_light_in_every_language(client, build, lab):
+    link = build.link(lab, description="Blood tests")
+    css = client.get("/static/pay.css").get_data(as_text=True)
+    assert "@font-face" not in css and "@import" not in css
+    for code in i18n.LANGUAGES:
+        html = client.get(f"/pay/{link.token}?lang={code}").get_data(as_text=True)
+        assert "<script" not in html, code
+        assert len(html.encode()) + len(css.encode()) < 7 * 1024, code  # about 6 KB
