@@ -51,9 +51,19 @@ def read(code: str) -> Catalog:
         return read_po(source, locale=i18n.babel_locale_name(code))
 
 
+def _entries(catalog: Catalog) -> list[tuple]:
+    return sorted((m.id, m.context, tuple(sorted({p for p, _ in m.locations})))
+                  for m in catalog if m.id)
+
+
 def update() -> list[str]:
     """Writes the template and merges it into each language's catalog; returns what changed."""
     template = extract()
+    if POT.exists():  # unchanged texts keep their date: no churn in git
+        with POT.open("rb") as f:
+            old = read_po(f)
+        if _entries(old) == _entries(template):
+            template.creation_date = old.creation_date
     i18n.TRANSLATIONS.mkdir(exist_ok=True)
     with POT.open("wb") as out:
         write_po(out, template, width=100, sort_by_file=True, include_lineno=False)

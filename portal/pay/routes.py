@@ -1,5 +1,7 @@
 """The patient's pages. No login: the link's token is the capability."""
 
+from urllib.parse import urlencode
+
 from flask import Response, abort, current_app, jsonify, redirect, render_template, request
 
 from gateways import GATEWAYS
@@ -74,7 +76,10 @@ def start(token: str):
     if checkout.form is not None:
         return render_template("pay/redirect_form.html", form=checkout.form, link=link,
                                lab=link.lab)
-    return redirect(checkout.redirect_url, 303)
+    url = checkout.redirect_url
+    if link.gateway == "sandbox":  # our own hosted page: it speaks the patient's language too
+        url += ("&" if "?" in url else "?") + urlencode({"lang": i18n.current()})
+    return redirect(url, 303)
 
 
 @bp.get("/pay/<token>/return")

@@ -9,13 +9,10 @@ from flask import abort, current_app, jsonify, redirect, render_template, reques
 from gateways import sandbox as wire
 from gateways.base import SignatureError
 
-from .. import i18n
 from ..extensions import csrf, db_session
 from ..models import SandboxCharge
 from ..services import sandbox as server
 from . import bp
-
-bp.after_request(i18n.remember)
 
 
 def _merchant(reference: str) -> server.Merchant:

@@ -297,3 +297,16 @@ def test_the_pay_page_stays_light_in_every_language(client, build, lab):
         html = client.get(f"/pay/{link.token}?lang={code}").get_data(as_text=True)
         assert "<script" not in html, code
         assert len(html.encode()) + len(css.encode()) < 7 * 1024, code  # about 6 KB
+
+
+def test_the_sandbox_hosted_page_follows_the_links_language(client, build, lab):
+    link = build.link(lab, language="ta")
+    page = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    started = client.post(f"/pay/{link.token}", data={"csrf_token": csrf_from(page)},
+                          headers={"Accept-Language": "en"})
+    assert started.headers["Location"].endswith("&lang=ta")
+    hosted = client.get(started.headers["Location"], headers={"Accept-Language": "en"})
+    assert hosted.status_code == 200
+    html = hosted.get_data(as_text=True)
+    assert '<html lang="ta">' in html and "கட்டணத்தை நிராகரிக்கவும்" in html
+    assert "portal_lang" not in hosted.headers.get("Set-Cookie", "")  # a hint, not a choice
