@@ -25,7 +25,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('online_payments', schema=None) as batch_op:
+    # recreate='never': SQLite (3.35+) drops the column in place. A batch rebuild would copy
+    # online_payments without its expression index (ix_online_payments_lab_bill_lower).
+    with op.batch_alter_table('online_payments', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('language')
-    with op.batch_alter_table('labs', schema=None) as batch_op:
+    with op.batch_alter_table('labs', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('default_language')
