@@ -310,3 +310,16 @@ def test_the_sandbox_hosted_page_follows_the_links_language(client, build, lab):
     html = hosted.get_data(as_text=True)
     assert '<html lang="ta">' in html and "கட்டணத்தை நிராகரிக்கவும்" in html
     assert "portal_lang" not in hosted.headers.get("Set-Cookie", "")  # a hint, not a choice
+
+
+def test_the_printed_slip_is_in_the_links_language_and_the_staff_bar_is_not(staff_client,
+                                                                             build, lab):
+    link = build.link(lab, language="ar", bill_reference="B-SLIP")
+    page = staff_client.get(f"/links/{link.id}/print").get_data(as_text=True)
+    assert '<html lang="ar" dir="rtl">' in page
+    assert "طلب دفع" in page and "امسح الرمز بكاميرا هاتفك" in page
+    assert '<header class="toolbar" lang="en" dir="ltr">' in page  # the staff's own controls
+    assert 'alt="رمز QR لدفع الفاتورة B-SLIP"' in page
+    english = build.link(lab)
+    assert '<html lang="en">' in staff_client.get(f"/links/{english.id}/print").get_data(
+        as_text=True)
