@@ -323,3 +323,24 @@ def test_the_printed_slip_is_in_the_links_language_and_the_staff_bar_is_not(staf
     english = build.link(lab)
     assert '<html lang="en">' in staff_client.get(f"/links/{english.id}/print").get_data(
         as_text=True)
+
+
+def test_the_slip_and_every_message_are_translated_in_the_pseudo_locale(
+        staff_client, app, build, lab, pseudo):
+    from portal.services import messages
+
+    link = build.link(lab, language=pseudo, amount_paid=100, bill_reference="B-PSEUDO")
+    slip = staff_client.get(f"/links/{link.id}/print").get_data(as_text=True)
+    assert f'<html lang="{pseudo}"' in slip
+    toolbar = slip.split('<header class="toolbar" lang="en" dir="ltr">')[1].split("</header>")[0]
+    assert escaped_strings(slip.replace(toolbar, ""), lab.name, "Asha Rao", "QR") == []
+
+    settings = messages.MessageSettings()
+    for kind in messages.KINDS:
+        values = messages.values_for(lab, link, kind, "https://pay.example", pseudo)
+        message = messages.render(settings, kind, values, pseudo)
+        for text in (message.sms, message.subject, message.text):
+            for value in sorted(values.values(), key=len, reverse=True):
+                text = text.replace(value, "")
+            text = re.sub(r"⟦.*?⟧", "", text.replace("INR", ""), flags=re.S)
+            assert LATIN_WORD.findall(text) == [], (kind, text)
