@@ -36,7 +36,7 @@ def test_staff_creates_link_and_patient_pays(page, new_context, live_server, sta
     # Patient: a fresh browser with no cookies opens the link.
     patient = new_context().new_page()
     patient.goto(patient_url)
-    expect(patient.locator("header").get_by_text("Acme Diagnostics", exact=True)).to_be_visible()
+    expect(patient.get_by_text("Acme Diagnostics", exact=True)).to_be_visible()
     expect(patient.get_by_role("heading", level=1)).to_contain_text("₹1,234.50")
     patient.get_by_role("button", name="Pay ₹1,234.50").click()
 
