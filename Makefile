@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install browser postgres bench clean
+.PHONY: run test install browser postgres bench clean messages screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,9 @@ run: install
 	@echo ""
 	$(PORTAL) serve --host 127.0.0.1 --port 5000 --with-worker
 
-# Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
+# Debian's Chromium for the browser tests (Playwright cannot download its own browser here),
+# and Noto fonts so that Hindi, Tamil, Telugu, Bengali, Marathi, Arabic and Chinese pages
+# render real glyphs in the accessibility checks and screenshots.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -32,6 +34,14 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "No /usr/bin/chromium: browser tests will use Playwright's own browser if installed."; \
+	  fi; \
+	fi
+	@if ! fc-list 2>/dev/null | grep -q NotoSansCJK || ! fc-list 2>/dev/null | grep -q NotoSansDevanagari; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's Noto fonts for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk >/dev/null; \
+	  else \
+	    echo "No Noto fonts: pages in Indic scripts, Arabic and Chinese may show boxes in screenshots."; \
 	  fi; \
 	fi
 
@@ -57,6 +67,16 @@ test: install browser $(AXE) postgres
 	$(PY) -m mypy gateways portal/services portal/worker
 	mkdir -p reports
 	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
+
+# After changing a patient-facing text: refresh translations/messages.pot and every catalog
+# (new texts arrive untranslated; the catalog test fails until they are translated). Catalogs
+# are compiled in memory when the app starts, so there is no compile step and no .mo in git.
+messages: install
+	$(PY) -m portal.catalogs
+
+# The README's pay-page pictures in Hindi, Arabic and Chinese (docs/pay-page-<code>.png).
+screenshots: install browser $(AXE)
+	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_languages.py -k screenshots
 
 bench: install
 	$(PY) bench/pay_page.py

@@ -78,6 +78,13 @@ def main() -> None:
     print(f"GET /pay/<token> x{len(tokens)}: {percentiles(timings)}")
     print(f"  page weight: HTML {statistics.median(sizes) / 1024:.1f} KiB + CSS {css / 1024:.1f} "
           f"KiB, no JavaScript, no third-party request")
+    import gzip
+
+    from portal.i18n import LANGUAGES
+    for code in LANGUAGES:
+        html = app.test_client().get(f"/pay/{tokens[0]}?lang={code}").data
+        print(f"  {code:8} HTML {len(html):5} B ({len(gzip.compress(html)):4} B gzipped)"
+              f" + CSS {css} B")
 
     timings = []
     for index, (reference, amount) in enumerate(refs):

@@ -39,7 +39,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     login_manager.login_message = "Please sign in to continue."
     login_manager.session_protection = "strong"
 
-    from . import filters
+    from . import filters, i18n
     from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .auth import bp as auth_bp
@@ -56,6 +56,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.register_blueprint(bp)
     app.register_blueprint(customers_bp)
     filters.init_app(app)
+    i18n.init_app(app)
     _security_headers(app)
     _error_pages(app)
     _logging(app)
@@ -100,6 +101,8 @@ def _error_pages(app: Flask) -> None:
             return jsonify(error={"code": code, "message": exc.description}), exc.code
         if exc.code == 404 and request.path.startswith("/pay/"):
             return render_template("pay/not_found.html"), 404  # the patient's own words
+        if _for_patient():
+            return _patient_error(exc.code), exc.code
         titles = {403: "You do not have access to this page", 404: "Page not found"}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),
@@ -113,8 +116,28 @@ def _error_pages(app: Flask) -> None:
         if _wants_json():
             return jsonify(error={"code": "internal_error",
                                   "message": "Something went wrong on our side."}), 500
+        if _for_patient():
+            return _patient_error(500), 500
         return render_template("errors/error.html", code=500, title="Something went wrong",
                                message="Please try again in a minute."), 500
+
+
+def _for_patient() -> bool:
+    from .i18n import is_patient_page
+
+    return is_patient_page()
+
+
+def _patient_error(code: int):
+    """An error on a patient's page, in the patient's language and without staff chrome."""
+    from .i18n import gettext as _
+
+    if code >= 500:
+        title, message = _("Something went wrong"), _("Please try again in a minute.")
+    else:
+        title = _("This page cannot be shown")
+        message = _("Please go back and try again, or ask the lab that sent the link.")
+    return render_template("pay/error.html", code=code, title=title, message=message)
 
 
 TOKEN_IN_PATH = re.compile(r"^/pay/([^/]{6})[^/]*")

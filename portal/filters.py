@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel import Locale
+from babel.dates import format_date, format_datetime, format_time, get_timezone_name
 
+from . import i18n
 from .money import format_money
 
 STATUS_LABELS = {
@@ -34,10 +36,34 @@ def local_time(value: datetime | None, tz: str = "Asia/Kolkata", locale: str = "
     return format_datetime(value.astimezone(ZoneInfo(tz)), fmt, locale=locale)
 
 
+def patient_money(minor: int, currency: str, lab) -> str:
+    """An amount in the page's language, grouped as in the lab's country (hi + IN: lakh)."""
+    lab_locale = lab.locale if lab is not None else None
+    return format_money(minor, currency, i18n.format_locale(i18n.current(), lab_locale))
+
+
+def zoned_time(value: datetime | None, tz: str, locale: str, *, with_zone: bool = True) -> str:
+    """'3 Dec 2026, 4:30 pm India Standard Time': the locale's own order, the zone named."""
+    if value is None:
+        return ""
+    local = value.astimezone(ZoneInfo(tz))
+    date = format_date(local, "medium", locale=locale)
+    time = format_time(local, "short", locale=locale)
+    joined = str(Locale.parse(locale).datetime_formats["medium"]).format(time, date)
+    if not with_zone:
+        return joined
+    return f"{joined} ({get_timezone_name(local, 'long', locale=locale)})"
+
+
+def patient_time(value: datetime | None, lab) -> str:
+    return zoned_time(value, lab.timezone, i18n.format_locale(i18n.current(), lab.locale))
+
+
 def status_label(status: str) -> str:
     return STATUS_LABELS.get(str(status), str(status).replace("_", " ").capitalize())
 
 
 def init_app(app) -> None:
-    app.jinja_env.filters.update(money=money, local_time=local_time, status_label=status_label)
+    app.jinja_env.filters.update(money=money, local_time=local_time, status_label=status_label,
+                                patient_money=patient_money, patient_time=patient_time)
     app.jinja_env.globals["status_label"] = status_label

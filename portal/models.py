@@ -173,6 +173,7 @@ class Lab(TimestampMixin, Base):
     country: Mapped[str] = mapped_column(String(2), default="IN")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Kolkata")
     locale: Mapped[str] = mapped_column(String(16), default="en_IN")
+    default_language: Mapped[str] = mapped_column(String(16), default="en")  # i18n.LANGUAGES
     default_expiry_hours: Mapped[int] = mapped_column(default=72)
     default_gateway: Mapped[str] = mapped_column(String(32), default="sandbox")
     brand_color: Mapped[str | None] = mapped_column(String(7))
@@ -296,6 +297,8 @@ class OnlinePayment(TimestampMixin, Base):
                                                default=LinkStatus.CREATED)
     expires_at: Mapped[datetime]
     allow_partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The patient's language (i18n.LANGUAGES); None on links made before 0008: the browser's.
+    language: Mapped[str | None] = mapped_column(String(16))
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     paid_at: Mapped[datetime | None]

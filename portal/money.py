@@ -78,23 +78,33 @@ def to_decimal(minor: int, currency: str) -> Decimal:
 
 
 def format_money(minor: int, currency: str, locale: str = "en_IN") -> str:
-    """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'."""
-    places = exponent(currency)
+    """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'; in ar,
+    1500 BHD -> '‏1.500 د.ب.‏': the locale's own pattern, always the currency's ISO digits."""
+    pattern = _with_digits(_locale(locale).currency_formats["standard"], exponent(currency))
     text = format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
-                           currency_digits=False,
-                           format=None if places == 2 else _pattern(places, locale),
-                           decimal_quantization=True)
+                           format=pattern, currency_digits=False, decimal_quantization=True,
+                           numbering_system="latn")
     # CLDR spaces a letter code from its digits ("BHD 1.500"); Babel leaves them joined.
     return CODE_BEFORE_DIGIT.sub("\\1\u00a0\\2", text)
 
 
-def _pattern(places: int, locale: str) -> str:
+def _locale(locale: str):
     from babel import Locale
 
-    base = Locale.parse(locale).currency_formats["standard"].pattern
-    positive = base.split(";")[0]
-    integer_part = positive.split(".")[0]
-    return integer_part + ("." + "0" * places if places else "")
+    return Locale.parse(locale)
+
+
+def _with_digits(pattern, places: int):
+    """The same pattern (prefix, grouping, where the symbol goes) with exactly `places` decimals.
+
+    Cutting the pattern text at its '.' once dropped a symbol placed after the digits (ar, es):
+    copying the parsed pattern keeps every part of it.
+    """
+    from copy import copy
+
+    fixed = copy(pattern)
+    fixed.frac_prec = (places, places)
+    return fixed
 
 
 def major_string(minor: int, currency: str) -> str:
@@ -104,13 +114,17 @@ def major_string(minor: int, currency: str) -> str:
 
 
 def format_money_code(minor: int, currency: str, locale: str = "en_IN") -> str:
-    """'INR 1,234.50': the code, not a symbol, for SMS (one '₹' makes a whole SMS UCS-2)."""
-    from babel import Locale
-    from babel.numbers import format_decimal
+    """'INR 1,234.50': the code, not a symbol, for SMS (one '₹' makes a whole SMS UCS-2);
+    grouped and placed as the locale places its symbol."""
+    pattern = _with_digits(_locale(locale).currency_formats["standard"], exponent(currency))
+    pattern.prefix = tuple(_iso_code_sign(p) for p in pattern.prefix)
+    pattern.suffix = tuple(_iso_code_sign(s) for s in pattern.suffix)
+    text = format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
+                           format=pattern, currency_digits=False, decimal_quantization=True,
+                           numbering_system="latn")
+    return CODE_BEFORE_DIGIT.sub("\\1 \\2", text.replace("\u00a0", " "))
 
-    places = exponent(currency)
-    integer_part = Locale.parse(locale).decimal_formats[None].pattern.split(";")[0].split(".")[0]
-    pattern = integer_part + ("." + "0" * places if places else "")
-    number = format_decimal(to_decimal(minor, currency), pattern, locale=locale,
-                            decimal_quantization=True)
-    return f"{currency.upper()} {number}"
+
+def _iso_code_sign(affix: str) -> str:
+    """'¤' (the symbol) -> '¤¤' (the ISO code) in a pattern's prefix or suffix."""
+    return affix if "¤¤" in affix else affix.replace("¤", "¤¤")

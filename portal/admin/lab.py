@@ -16,6 +16,7 @@ from .lab_forms import LabForm
 
 FIELD_LABELS = {
     "name": "name", "currency": "currency", "timezone": "time zone",
+    "locale": "number and date format", "default_language": "patients' language",
     "default_expiry_hours": "link expiry", "reminder_hours_before": "reminders",
     "refund_approval_threshold": "refund approval amount", "refund_reasons": "refund reasons",
     "brand_color": "brand colour", "logo_sha256": "logo",

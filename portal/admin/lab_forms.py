@@ -7,6 +7,7 @@ from flask_wtf.file import FileField
 from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, ValidationError
 
+from .. import i18n
 from ..models import Lab
 from ..money import MoneyError, is_known_currency, major_string, parse_amount
 from ..services import lab_settings
@@ -33,6 +34,15 @@ class LabForm(FlaskForm):
                     "USD. Links already made keep their own currency.")
     timezone = SelectField("Time zone", choices=[], validate_choice=False,
                            description="Times on every page and message are shown in it.")
+    locale = SelectField(
+        "Number and date format", choices=[], validate_choice=False,
+        description="How amounts and dates are written, for example English (India) groups "
+                    "amounts in lakhs: ₹1,23,450.00. Patients reading another language get "
+                    "that language's format for the same country.")
+    default_language = SelectField(
+        "Patients' language", choices=i18n.staff_choices(), validate_choice=False,
+        description="New links, their messages and pages start in this language; staff can "
+                    "choose another per link, and patients can switch on the page.")
     default_expiry_hours = IntegerField(
         "Links expire after (hours)",
         validators=[InputRequired(message="Enter a number of hours."),
@@ -73,6 +83,7 @@ class LabForm(FlaskForm):
         if current_timezone not in names:  # e.g. 'Etc/GMT-4' from `portal lab create`: kept
             names.insert(0, current_timezone)
         self.timezone.choices = names
+        self.locale.choices = lab_settings.locale_choices()
         self.threshold_minor: int | None = None
         self.new_logo: Logo | None = None
 
@@ -80,6 +91,10 @@ class LabForm(FlaskForm):
         self.name.data = lab.name
         self.currency.data = lab.currency
         self.timezone.data = lab.timezone
+        self.locale.data = lab.locale
+        self.default_language.data = lab.default_language
+        if lab.locale not in self.locale.choices:  # e.g. set by `portal lab create`: kept
+            self.locale.choices = {lab.locale: lab.locale, **self.locale.choices}
         self.default_expiry_hours.data = lab.default_expiry_hours
         self.reminder_hours.data = ", ".join(str(h) for h in lab.reminder_hours_before or [])
         self.refund_threshold.data = ("" if lab.refund_approval_threshold is None
@@ -97,6 +112,13 @@ class LabForm(FlaskForm):
     def validate_timezone(self, field):
         if field.data not in self.timezone.choices:
             raise ValidationError("Choose a time zone from the list, for example Asia/Kolkata.")
+
+    def validate_locale(self, field):
+        if field.data and field.data not in self.locale.choices:
+            try:
+                field.data = lab_settings.check_locale(field.data)
+            except SettingsError as exc:
+                raise ValidationError(str(exc)) from None
 
     def validate_logo(self, field):
         upload = field.data
@@ -130,7 +152,10 @@ class LabForm(FlaskForm):
     def to_settings(self, lab: Lab) -> LabSettings:
         return LabSettings(
             name=self.name.data.strip(), currency=self.currency.data,
-            timezone=self.timezone.data, default_expiry_hours=self.default_expiry_hours.data,
+            timezone=self.timezone.data, locale=self.locale.data or lab.locale,
+            # A form without the field (an older page still open) keeps what the lab has.
+            default_language=i18n.normalize(self.default_language.data) or lab.default_language,
+            default_expiry_hours=self.default_expiry_hours.data,
             reminder_hours_before=tuple(
                 lab_settings.parse_reminder_hours(self.reminder_hours.data)),
             refund_approval_threshold=self.threshold_minor,

@@ -39,7 +39,7 @@ class MessagesForm(FlaskForm):
     def dlt_field(self, kind: str):
         return self[f"dlt_{kind}"]
 
-    def load(self, lab, settings: MessageSettings) -> None:
+    def load(self, lab, settings: MessageSettings, language: str = "en") -> None:
         self.reminder_hours.data = ", ".join(str(h) for h in lab.reminder_hours_before or [])
         self.receipt_by_email.data = "email" in settings.receipt_channels
         self.receipt_by_sms.data = "sms" in settings.receipt_channels
@@ -48,7 +48,7 @@ class MessagesForm(FlaskForm):
         for kind in KINDS:
             self.dlt_field(kind).data = settings.dlt_templates.get(kind, "")
             for part in PARTS:
-                self.text_field(kind, part).data = settings.text(kind, part)
+                self.text_field(kind, part).data = settings.text(kind, part, language)
 
     def validate_reminder_hours(self, field):
         words = [w for w in re.split(r"[,\s]+", field.data or "") if w]
@@ -79,12 +79,18 @@ class MessagesForm(FlaskForm):
                     ok = False
         return ok
 
-    def to_settings(self) -> MessageSettings:
+    def to_settings(self, saved: MessageSettings | None = None,
+                    language: str = "en") -> MessageSettings:
+        """The form's settings; texts are those of `language`, the other languages' kept."""
         receipts = tuple(c for c, on in (("email", self.receipt_by_email.data),
                                          ("sms", self.receipt_by_sms.data)) if on)
+        texts = {messages.key(kind, part): self.text_field(kind, part).data
+                 for kind in KINDS for part in PARTS if self.text_field(kind, part).data}
+        kept = saved or MessageSettings()
         return MessageSettings(
-            texts={messages.key(kind, part): self.text_field(kind, part).data
-                   for kind in KINDS for part in PARTS if self.text_field(kind, part).data},
+            texts=texts if language == "en" else dict(kept.texts),
+            translated={**kept.translated, language: texts} if language != "en"
+            else dict(kept.translated),
             receipt_channels=receipts, sms_sender_id=(self.sms_sender_id.data or "").strip(),
             dlt_entity_id=(self.dlt_entity_id.data or "").strip(),
             dlt_templates={kind: (self.dlt_field(kind).data or "").strip() for kind in KINDS

@@ -5,6 +5,7 @@ from __future__ import annotations
 from copy import deepcopy
 
 ISO_TIME = {"type": "string", "format": "date-time"}
+LANGUAGE_CODES = ["en", "hi", "ta", "te", "bn", "mr", "ar", "zh-Hant", "fil", "es"]  # DESIGN §9
 ERROR_CODES = ["unauthorized", "rate_limited", "payload_too_large", "invalid_json",
                "validation_failed", "not_found", "idempotency_key_reused",
                "idempotency_key_in_flight", "invalid_idempotency_key", "refund_not_allowed",
@@ -100,6 +101,9 @@ SCHEMAS = {
             "notify": {"type": "array", "items": {"type": "string", "enum": ["email", "sms"]},
                        "uniqueItems": True},
             "allow_partial": {"type": "boolean"},
+            "language": {"type": "string", "enum": LANGUAGE_CODES,
+                         "description": "The patient's language for the page and messages; "
+                                        "default: the lab's."},
             "description": {"type": "string", "maxLength": 500},
             "metadata": {"type": "object", "maxProperties": 20,
                          "propertyNames": {"minLength": 1, "maxLength": 40},
@@ -117,6 +121,7 @@ SCHEMAS = {
             "amount": {"type": "integer"}, "currency": {"type": "string"},
             "amount_paid": {"type": "integer"}, "bill_reference": {"type": "string"},
             "allow_partial": {"type": "boolean"}, "gateway": {"type": "string"},
+            "language": {"type": ["string", "null"], "enum": [*LANGUAGE_CODES, None]},
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
             "expires_at": ISO_TIME, "created_at": ISO_TIME,
             "payments": {"type": "array", "items": {"$ref": "#/components/schemas/Payment"}}}},

@@ -139,7 +139,8 @@ def link_json(link: OnlinePayment) -> dict:
             "status": link.effective_status().value, "amount": link.amount,
             "currency": link.currency, "amount_paid": link.amount_paid,
             "bill_reference": link.bill_reference, "allow_partial": link.allow_partial,
-            "gateway": link.gateway, "metadata": link.metadata_json or {},
+            "gateway": link.gateway, "language": link.language,
+            "metadata": link.metadata_json or {},
             "expires_at": _iso(link.expires_at), "created_at": _iso(link.created_at)}
 
 

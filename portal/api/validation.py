@@ -7,6 +7,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from .. import i18n
 from ..edge import MAX_ROW_ID
 from ..money import is_known_currency
 from ..phones import to_e164
@@ -18,7 +19,8 @@ MAX_LIFETIME = timedelta(days=90)
 MIN_LIFETIME = timedelta(minutes=5)
 CHANNELS = ("email", "sms")
 INITIATE_FIELDS = {"amount", "currency", "bill_reference", "customer", "expires_at",
-                   "expires_in", "gateway", "notify", "allow_partial", "description", "metadata"}
+                   "expires_in", "gateway", "notify", "allow_partial", "description", "metadata",
+                   "language"}
 REFUND_FIELDS = {"payment_id", "amount", "reason"}
 
 
@@ -169,13 +171,17 @@ def parse_initiate(body: Any, *, lab, gateways: set[str], now: datetime
     if not isinstance(allow_partial, bool):
         fields["allow_partial"] = "Must be true or false."
     metadata = _metadata(body.get("metadata"), fields)
+    language = body.get("language")
+    if language is not None and (not isinstance(language, str)
+                                 or language not in i18n.LANGUAGES):
+        fields["language"] = "One of: " + ", ".join(i18n.LANGUAGES) + "."
     if fields:
         raise invalid(fields)
     link = NewLink(patient_name=customer["name"], phone=customer["phone"],
                    email=customer["email"], amount=minor, currency=currency,
                    bill_reference=bill, description=description, expires_at=expires_at,
                    allow_partial=allow_partial, external_id=customer.get("external_id"),
-                   gateway=gateway, notify=tuple(dict.fromkeys(notify)))
+                   gateway=gateway, notify=tuple(dict.fromkeys(notify)), language=language)
     return link, metadata
 
 

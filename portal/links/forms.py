@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
+from .. import i18n
 from ..models import utcnow
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
 from ..phones import to_e164
@@ -41,6 +42,11 @@ class NewLinkForm(FlaskForm):
                                     validators=[DataRequired(message="Choose when the link "
                                                                      "expires.")])
     allow_partial = BooleanField("Allow part payments")
+    language = SelectField(
+        "Patient's language",
+        choices=i18n.staff_choices(), validate_choice=False,  # none or unknown: the lab's
+        description="The pay page, SMS and email are in this language; the patient can "
+                    "switch on the page.")
     send_sms = BooleanField("Send by SMS", default=True)
     send_email = BooleanField("Send by email", default=True)
 

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from .. import i18n
 from ..edge import row_id
 from ..extensions import db_session
 from ..models import LinkStatus, utcnow
@@ -47,6 +48,7 @@ def new():
     form = NewLinkForm(lab=lab)
     if request.method == "GET":
         form.currency.data = lab.currency
+        form.language.data = lab.default_language
         local_expiry = (utcnow() + timedelta(hours=lab.default_expiry_hours)).astimezone(
             ZoneInfo(lab.timezone))
         form.expires_at.data = local_expiry.replace(tzinfo=None, second=0, microsecond=0)
@@ -60,7 +62,7 @@ def new():
                 bill_reference=form.bill_reference.data.strip(),
                 description=(form.description.data or "").strip(),
                 expires_at=form.expires_at_utc, allow_partial=form.allow_partial.data,
-                notify=form.notify,
+                notify=form.notify, language=i18n.normalize(form.language.data),
             ), user_id=current_user.id, ip=client_ip())
         except LinkError as exc:
             form.expires_at.errors.append(str(exc))

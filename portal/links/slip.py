@@ -3,8 +3,10 @@
 from flask import abort, current_app, render_template, request
 from flask_login import current_user, login_required
 
+from .. import i18n
 from ..extensions import db_session
 from ..services.links import get_link
+from ..services.messages import language_of
 from ..tenancy import current_lab
 from ..tokens import patient_url
 from . import bp
@@ -19,7 +21,9 @@ def print_slip(link_id: int):
     paper = request.args.get("paper", "a4")
     if paper not in PAPERS:
         abort(404)
-    return render_template("links/print.html", link=link, lab=current_lab(), paper=paper,
-                           papers=PAPERS, status=link.effective_status(),
-                           patient_url=patient_url(current_app.config["PORTAL_BASE_URL"],
-                                                   link.token))
+    lab = current_lab()
+    with i18n.speaking(language_of(lab, link)):  # the patient's slip, in the link's language
+        return render_template("links/print.html", link=link, lab=lab, paper=paper,
+                               papers=PAPERS, status=link.effective_status(),
+                               patient_url=patient_url(current_app.config["PORTAL_BASE_URL"],
+                                                       link.token))

@@ -1,11 +1,13 @@
 """The patient's pages. No login: the link's token is the capability."""
 
+from urllib.parse import urlencode
+
 from flask import Response, abort, current_app, jsonify, redirect, render_template, request
 
 from gateways import GATEWAYS
 from gateways.base import Capability, GatewayError
 
-from .. import qr
+from .. import i18n, qr
 from ..extensions import csrf, db_session
 from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
@@ -15,7 +17,12 @@ from . import bp
 
 
 def _link(token: str):
-    return get_link_by_token(db_session(), token) or abort(404)
+    link = get_link_by_token(db_session(), token) or abort(404)
+    i18n.use(i18n.choose(link.language, link.lab.default_language))
+    return link
+
+
+bp.after_request(i18n.remember)
 
 
 def _patient_url(token: str) -> str:
@@ -61,15 +68,19 @@ def start(token: str):
     except GatewayError as exc:
         session.rollback()
         current_app.logger.warning("checkout for link %s failed: %s", link.id, exc.code)
-        message = ("Online payment is not available for this bill right now. "
-                   "Please contact the lab." if exc.code == "not_configured" else
-                   "We could not reach the payment service. Please try again in a minute.")
+        message = (i18n.gettext("Online payment is not available for this bill right now. "
+                                "Please contact the lab.") if exc.code == "not_configured" else
+                   i18n.gettext("We could not reach the payment service. "
+                                "Please try again in a minute."))
         return _page(link, error=message, status_code=503)
     checkout = started.checkout
     if checkout.form is not None:
         return render_template("pay/redirect_form.html", form=checkout.form, link=link,
                                lab=link.lab)
-    return redirect(checkout.redirect_url, 303)
+    url = checkout.redirect_url
+    if link.gateway == "sandbox":  # our own hosted page: it speaks the patient's language too
+        url += ("&" if "?" in url else "?") + urlencode({"lang": i18n.current()})
+    return redirect(url, 303)
 
 
 @bp.get("/pay/<token>/return")

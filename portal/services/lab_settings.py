@@ -33,6 +33,8 @@ class LabSettings:
     name: str
     currency: str
     timezone: str
+    locale: str
+    default_language: str
     default_expiry_hours: int
     reminder_hours_before: tuple[int, ...]
     refund_approval_threshold: int | None
@@ -43,6 +45,7 @@ class LabSettings:
     @classmethod
     def of(cls, lab: Lab) -> LabSettings:
         return cls(name=lab.name, currency=lab.currency, timezone=lab.timezone,
+                   locale=lab.locale, default_language=lab.default_language,
                    default_expiry_hours=lab.default_expiry_hours,
                    reminder_hours_before=tuple(lab.reminder_hours_before or ()),
                    refund_approval_threshold=lab.refund_approval_threshold,
@@ -68,6 +71,33 @@ def timezone_names() -> list[str]:
     """Region/City names (and UTC), not the legacy aliases such as 'EST5EDT' or 'Japan'."""
     return sorted(name for name in available_timezones()
                   if "/" in name and not name.startswith(("Etc/", "SystemV/"))) + ["UTC"]
+
+
+def locale_choices() -> dict[str, str]:
+    """Locales for formatting numbers, money and dates: each of our languages in the countries
+    our gateways serve, as CLDR knows them."""
+    from babel import Locale, localedata
+
+    territories = ("IN", "AE", "SA", "BH", "KW", "OM", "QA", "HK", "PH", "US", "SG", "GB",
+                   "LK", "BD", "EG", "ES", "MX")
+    names: set[str] = set()
+    for language in ("en", "hi", "ta", "te", "bn", "mr", "ar", "zh_Hant", "fil", "es"):
+        names.update(f"{language}_{t}" for t in territories
+                     if localedata.exists(f"{language}_{t}"))
+    named = {n: Locale.parse(n).get_display_name("en") or n for n in names}
+    return dict(sorted(named.items(), key=lambda pair: pair[1]))
+
+
+def check_locale(name: str | None) -> str:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        locale = Locale.parse((name or "").strip().replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        raise SettingsError("Choose a locale from the list, for example en_IN.") from None
+    if not locale.territory:
+        raise SettingsError("Choose a locale with a country, for example en_IN or ar_AE.")
+    return str(locale)
 
 
 def parse_reminder_hours(text: str | None) -> list[int]:

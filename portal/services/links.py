@@ -40,6 +40,7 @@ class NewLink:
     external_id: str | None = None
     gateway: str | None = None
     notify: tuple[str, ...] = ()  # "email", "sms": send the link now
+    language: str | None = None  # the patient's (i18n.LANGUAGES); None: the lab's default
 
 
 class LinkError(Exception):
@@ -82,6 +83,7 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
         bill_reference=data.bill_reference, description=data.description, customer=customer,
         gateway=data.gateway or lab.default_gateway, expires_at=data.expires_at,
         allow_partial=data.allow_partial, created_by_id=user_id, status=LinkStatus.CREATED,
+        language=data.language or lab.default_language,
     )
     session.add(link)
     session.flush()

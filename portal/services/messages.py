@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..filters import local_time
+from .. import i18n
+from ..filters import zoned_time
 from ..models import Channel, Lab, OnlinePayment, utcnow
 from ..money import format_money, format_money_code
 from ..tokens import patient_url
@@ -33,31 +34,36 @@ REQUIRED = {("link", "sms"), ("link", "email_body"), ("reminder", "sms"),
             ("reminder", "email_body")}
 MAX_LENGTH = {"sms": 480, "email_subject": 150, "email_body": 3000}
 
+def N_(text: str) -> str:
+    """Marks a text for the catalogs; translated when a message is made, in its language."""
+    return text
+
+
 DEFAULTS: dict[str, str] = {
-    "link.sms": "{lab_name}: please pay {amount} for bill {bill_reference} by {expires_at}: "
-                "{link}",
-    "link.email_subject": "Payment link for bill {bill_reference} from {lab_name}",
-    "link.email_body": (
+    "link.sms": N_("{lab_name}: please pay {amount} for bill {bill_reference} by {expires_at}: "
+                   "{link}"),
+    "link.email_subject": N_("Payment link for bill {bill_reference} from {lab_name}"),
+    "link.email_body": N_(
         "Hello {patient_name},\n\n"
         "{lab_name} has sent you a payment link for bill {bill_reference}.\n\n"
         "Amount due: {amount}\n"
         "Pay by: {expires_at}\n\n"
         "Pay securely here: {link}\n\n"
         "If you have already paid, please ignore this message."),
-    "reminder.sms": "Reminder from {lab_name}: {amount} for bill {bill_reference} is due. "
-                    "The link expires {expires_at}: {link}",
-    "reminder.email_subject": "Reminder: bill {bill_reference} from {lab_name}",
-    "reminder.email_body": (
+    "reminder.sms": N_("Reminder from {lab_name}: {amount} for bill {bill_reference} is due. "
+                       "The link expires {expires_at}: {link}"),
+    "reminder.email_subject": N_("Reminder: bill {bill_reference} from {lab_name}"),
+    "reminder.email_body": N_(
         "Hello {patient_name},\n\n"
         "This is a reminder that {amount} for bill {bill_reference} from {lab_name} "
         "is still due.\n\n"
         "The payment link expires on {expires_at}.\n\n"
         "Pay securely here: {link}\n\n"
         "If you have already paid, please ignore this message."),
-    "receipt.sms": "{lab_name}: we received {amount} for bill {bill_reference}. Thank you. "
-                   "Receipt: {link}",
-    "receipt.email_subject": "Receipt for bill {bill_reference} from {lab_name}",
-    "receipt.email_body": (
+    "receipt.sms": N_("{lab_name}: we received {amount} for bill {bill_reference}. Thank you. "
+                      "Receipt: {link}"),
+    "receipt.email_subject": N_("Receipt for bill {bill_reference} from {lab_name}"),
+    "receipt.email_body": N_(
         "Hello {patient_name},\n\n"
         "Thank you. {lab_name} received {amount} for bill {bill_reference} "
         "on {paid_at}.\n\n"
@@ -97,6 +103,16 @@ def check_text(kind: str, part: str, text: str) -> None:
                             f"(it has {len(text)}).")
 
 
+def default_text(kind: str, part: str, language: str = i18n.DEFAULT) -> str:
+    """The portal's own text in a language, from the catalogs (English when untranslated)."""
+    return i18n.gettext_in(language, DEFAULTS[key(kind, part)])
+
+
+def _kind_part(text_key: str) -> tuple[str, str]:
+    kind, _, part = text_key.partition(".")
+    return kind, part
+
+
 def fill(text: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
@@ -105,17 +121,31 @@ def fill(text: str, values: dict[str, str]) -> str:
 
 @dataclass
 class MessageSettings:
-    texts: dict[str, str] = field(default_factory=dict)  # only the lab's own changes
+    texts: dict[str, str] = field(default_factory=dict)  # only the lab's own changes, English
+    translated: dict[str, dict[str, str]] = field(default_factory=dict)  # language -> texts
     receipt_channels: tuple[str, ...] = (Channel.EMAIL.value, Channel.SMS.value)
     sms_sender_id: str = ""
     dlt_entity_id: str = ""
     dlt_templates: dict[str, str] = field(default_factory=dict)  # kind -> DLT template id
 
-    def text(self, kind: str, part: str) -> str:
-        return self.texts.get(key(kind, part)) or DEFAULTS[key(kind, part)]
+    def own_texts(self, language: str) -> dict[str, str]:
+        return self.texts if language == i18n.DEFAULT else self.translated.get(language, {})
+
+    def text(self, kind: str, part: str, language: str = i18n.DEFAULT) -> str:
+        return (self.own_texts(language).get(key(kind, part))
+                or default_text(kind, part, language))
+
+    def with_texts(self, language: str, texts: dict[str, str]) -> MessageSettings:
+        """A copy whose texts in `language` are replaced; the other languages kept."""
+        if language == i18n.DEFAULT:
+            return replace(self, texts=dict(texts))
+        return replace(self, translated={**self.translated, language: dict(texts)})
 
     def as_json(self) -> dict[str, Any]:
-        return {"texts": dict(self.texts), "receipt_channels": list(self.receipt_channels),
+        translations = {lang: dict(t) for lang, t in self.translated.items() if t}
+        return {"texts": dict(self.texts), **({"translations": translations} if translations
+                                              else {}),
+                "receipt_channels": list(self.receipt_channels),
                 "sms": {"sender_id": self.sms_sender_id, "dlt_entity_id": self.dlt_entity_id,
                         "dlt_templates": dict(self.dlt_templates)}}
 
@@ -123,8 +153,12 @@ class MessageSettings:
 def settings_of(lab: Lab) -> MessageSettings:
     stored = lab.message_templates or {}
     sms = stored.get("sms") or {}
+    translated = {lang: {k: v for k, v in (texts or {}).items() if k in DEFAULTS and v}
+                  for lang, texts in (stored.get("translations") or {}).items()
+                  if lang in i18n.LANGUAGES and lang != i18n.DEFAULT}
     return MessageSettings(
         texts={k: v for k, v in (stored.get("texts") or {}).items() if k in DEFAULTS and v},
+        translated={lang: texts for lang, texts in translated.items() if texts},
         receipt_channels=tuple(stored.get("receipt_channels",
                                           MessageSettings.receipt_channels)),
         sms_sender_id=sms.get("sender_id", ""), dlt_entity_id=sms.get("dlt_entity_id", ""),
@@ -134,6 +168,10 @@ def settings_of(lab: Lab) -> MessageSettings:
 def save_settings(lab: Lab, settings: MessageSettings, reminder_hours: list[int]) -> None:
     """Stores only texts that differ from the defaults, so better defaults reach every lab."""
     settings.texts = {k: v for k, v in settings.texts.items() if v and v != DEFAULTS.get(k)}
+    settings.translated = {
+        lang: kept for lang, texts in settings.translated.items()
+        if (kept := {k: v for k, v in texts.items()
+                     if k in DEFAULTS and v and v != default_text(*_kind_part(k), lang)})}
     lab.message_templates = settings.as_json()  # a new dict: JSON columns track assignment only
     lab.reminder_hours_before = sorted(set(reminder_hours), reverse=True)
 
@@ -147,6 +185,7 @@ class Message:
     text: str  # the email's plain text
     sms: str
     link: str
+    language: str = i18n.DEFAULT
 
 
 def patient_link(base_url: str, link: OnlinePayment, kind: str) -> str:
@@ -154,25 +193,34 @@ def patient_link(base_url: str, link: OnlinePayment, kind: str) -> str:
     return url + "/receipt" if kind == "receipt" else url
 
 
-def values_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str) -> dict[str, str]:
+def language_of(lab: Lab, link: OnlinePayment) -> str:
+    return i18n.normalize(link.language) or i18n.normalize(lab.default_language) or i18n.DEFAULT
+
+
+def values_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str,
+               language: str = i18n.DEFAULT) -> dict[str, str]:
     paid = kind == "receipt"
     customer = link.customer
+    locale = i18n.format_locale(language, lab.locale)
     return {
         "lab_name": lab.name,
-        "patient_name": (customer.name if customer else "") or "patient",
+        "patient_name": ((customer.name if customer else "")
+                         or i18n.gettext_in(language, "patient")),
         "amount": format_money(link.amount_paid if paid else link.outstanding, link.currency,
-                               lab.locale),
+                               locale),
         "amount_code": format_money_code(link.amount_paid if paid else link.outstanding,
-                                         link.currency, lab.locale),
+                                         link.currency, locale),
         "bill_reference": link.bill_reference,
-        "expires_at": local_time(link.expires_at, lab.timezone, lab.locale),
-        "paid_at": local_time(link.paid_at or utcnow(), lab.timezone, lab.locale),
+        "expires_at": _plain(zoned_time(link.expires_at, lab.timezone, locale,
+                                        with_zone=False)),
+        "paid_at": _plain(zoned_time(link.paid_at or utcnow(), lab.timezone, locale,
+                                     with_zone=False)),
         "link": patient_link(base_url, link, kind),
     }
 
 
-def sample_values(lab: Lab, kind: str, base_url: str, now: datetime | None = None
-                  ) -> dict[str, str]:
+def sample_values(lab: Lab, kind: str, base_url: str, now: datetime | None = None,
+                  language: str = i18n.DEFAULT) -> dict[str, str]:
     """What a preview shows: the lab's own name, currency and time zone, a made-up bill."""
     now = now or utcnow()
     sample = OnlinePayment(lab_id=lab.id, token=SAMPLE_TOKEN, amount=123450,
@@ -180,24 +228,28 @@ def sample_values(lab: Lab, kind: str, base_url: str, now: datetime | None = Non
                            bill_reference="B-1001",
                            expires_at=now + timedelta(hours=lab.default_expiry_hours),
                            paid_at=now)
-    values = values_for(lab, sample, kind, base_url)
+    values = values_for(lab, sample, kind, base_url, language)
     values["patient_name"] = "Asha Rao"
     return values
 
 
-def render(settings: MessageSettings, kind: str, values: dict[str, str]) -> Message:
+def render(settings: MessageSettings, kind: str, values: dict[str, str],
+           language: str = i18n.DEFAULT) -> Message:
     # SMS: plain spaces and the currency code; a symbol or a no-break space forces UCS-2.
     sms_values = {k: _plain(v) for k, v in values.items()}
     sms_values["amount"] = sms_values.pop("amount_code", sms_values["amount"])
-    subject = " ".join(fill(settings.text(kind, "email_subject"), values).split())
+    subject = " ".join(fill(settings.text(kind, "email_subject", language), values).split())
     return Message(kind=kind, subject=subject[:250],
-                   text=fill(settings.text(kind, "email_body"), values).strip() + "\n",
-                   sms=fill(settings.text(kind, "sms"), sms_values).strip(),
-                   link=values["link"])
+                   text=fill(settings.text(kind, "email_body", language), values).strip() + "\n",
+                   sms=fill(settings.text(kind, "sms", language), sms_values).strip(),
+                   link=values["link"], language=language)
 
 
 def render_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str) -> Message:
-    return render(settings_of(lab), kind, values_for(lab, link, kind, base_url))
+    """The message in the link's language (the lab's default for links made before 0008)."""
+    language = language_of(lab, link)
+    return render(settings_of(lab), kind, values_for(lab, link, kind, base_url, language),
+                  language)
 
 
 def _plain(text: str) -> str:
@@ -238,11 +290,13 @@ class Preview:
 
 
 def previews(lab: Lab, settings: MessageSettings, base_url: str,
-             now: datetime | None = None) -> dict[str, Preview]:
+             now: datetime | None = None, language: str = i18n.DEFAULT) -> dict[str, Preview]:
     """Every kind rendered with the lab's own name, currency and time zone."""
     result = {}
     for kind in KINDS:
-        message = render(settings, kind, sample_values(lab, kind, base_url, now))
+        message = render(settings, kind, sample_values(lab, kind, base_url, now, language),
+                         language)
         result[kind] = Preview(message=message, sms_length=sms_length(message.sms),
-                               dlt_text=PLACEHOLDER.sub("{#var#}", settings.text(kind, "sms")))
+                               dlt_text=PLACEHOLDER.sub("{#var#}",
+                                                        settings.text(kind, "sms", language)))
     return result

@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import i18n
 from ..models import (
     OPEN_LINK_STATES,
     Channel,
@@ -243,8 +244,9 @@ def email_html(lab: Lab, message: messages.Message) -> str:
         linked = str(html).replace(url, f'<a href="{url}">{url}</a>')
         html = Markup(linked)  # nosec B704  # the text and our own link were escaped above
         paragraphs.append(Markup("<br>\n").join(html.split("\n")))
-    return render_template("notifications/email.html", lab=lab, message=message,
-                           paragraphs=paragraphs)
+    with i18n.speaking(message.language):
+        return render_template("notifications/email.html", lab=lab, message=message,
+                               paragraphs=paragraphs)
 
 
 def redact(text: str, token: str) -> str:

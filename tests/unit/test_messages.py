@@ -84,7 +84,7 @@ def test_link_message_carries_the_bill_and_never_its_description():
 def test_expiry_is_shown_in_the_labs_time_zone():
     lab = make_lab(timezone="Asia/Dubai", locale="en_GB", currency="GBP")
     values = values_for(lab, make_link(currency="GBP"), "link", BASE)
-    assert values["expires_at"] == "28 Nov 2026, 4:00 pm"  # 12:00 UTC
+    assert values["expires_at"] == "28 Nov 2026, 16:00"  # 12:00 UTC; en_GB: the 24-hour clock
     assert values["amount"] == "£1,234.50"
 
 
