@@ -12,7 +12,8 @@ MASK = "********"
 
 def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
     """A deep copy of `value` with every secret string replaced, for logs and records."""
-    secrets = [s for s in secrets if s and len(s) >= 4]
+    # Longest first: a secret inside a longer one must not leave the rest of that one showing.
+    secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
     if not secrets:
         return value
     if isinstance(value, str):

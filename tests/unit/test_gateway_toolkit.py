@@ -102,3 +102,12 @@ def test_gateway_modules_share_one_layout(name, class_file, wire_file):
     assert "__init__" not in vars(gateway_class), "override configure() instead"
     assert f"docs/gateways/{name}.md" in (class_file.read_text() + wire_text)
     assert (DOCS / f"{name}.md").is_file()
+
+
+def test_mask_secrets_masks_a_secret_that_contains_another_whole():
+    from gateways.http import MASK, mask_secrets
+
+    # "sk_live_abcd" lies inside the longer key: masking it first would leave "efgh9876" showing.
+    masked = mask_secrets({"error": "bad key sk_live_abcdefgh9876"},
+                          ["sk_live_abcd", "sk_live_abcdefgh9876"])
+    assert masked == {"error": f"bad key {MASK}"}

@@ -349,6 +349,26 @@ def test_http_backend_posts_sender_and_dlt_ids(app, db, lab, caplog):
     assert "provider-key-never-logged" not in caplog.text and link.token not in caplog.text
 
 
+def test_a_provider_echoing_a_credential_leaves_it_out_of_the_stored_error(app, db, lab,
+                                                                          monkeypatch):
+    from portal.notify import DeliveryError
+    from portal.services import notifications as outbox
+
+    key, smtp_password = "provider-key-never-stored", "smtp-pass-never-stored"
+    app.config.update(PORTAL_SMS_BACKEND="http", PORTAL_SMS_HTTP_API_KEY=key,
+                      PORTAL_SMTP_URL=f"smtp://desk:{smtp_password}@127.0.0.1:1")
+
+    def echoing(*_args, **_kwargs):
+        raise DeliveryError(f"provider says: key {key} refused; smtp {smtp_password}")
+
+    monkeypatch.setattr(outbox, "send_sms", echoing)
+    send_link(db, lab, channels=["sms"])
+    run_jobs(app)
+    [row] = notifications(db)
+    assert row.last_error.startswith("provider says: key ")
+    assert key not in row.last_error and smtp_password not in row.last_error
+
+
 def test_http_backend_refuses_an_sms_without_its_dlt_template(app, db, lab):
     lab = dlt_lab(lab, db, dlt_templates={})
     with FakeSmsProvider("Authorization", "Bearer k") as fake:
