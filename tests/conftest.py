@@ -17,7 +17,17 @@ from sqlalchemy.orm import Session
 from portal import create_app
 from portal.extensions import make_engine
 from portal.migrate import upgrade
-from portal.models import Lab, OnlinePayment, Role, User, utcnow
+from portal.models import (
+    Lab,
+    OnlinePayment,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    Role,
+    User,
+    utcnow,
+)
 from portal.services.auth import hash_password
 from portal.services.keys import save_credentials
 from portal.services.links import NewLink, create_link
@@ -100,7 +110,9 @@ class Builder:
         self.session = session
 
     def lab(self, slug: str | None = None, *, sandbox_secret: str | None = "whsec_test_sandbox",
-            **fields) -> Lab:
+            gateway: str | None = None, credentials: dict | None = None, **fields) -> Lab:
+        """A lab with the sandbox's credentials; with `gateway`, that gateway's `credentials`
+        too, as the lab's default gateway."""
         slug = slug or f"lab-{secrets.token_hex(3)}"
         lab = Lab(slug=slug, name=fields.pop("name", f"{slug.title()} Diagnostics"),
                   currency=fields.pop("currency", "INR"), **fields)
@@ -109,6 +121,16 @@ class Builder:
         if sandbox_secret:
             save_credentials(self.session, self.app.config["PORTAL_ENCRYPTION_KEYS"], lab,
                              "sandbox", {"webhook_secret": sandbox_secret})
+        self.session.commit()
+        return self.connect(lab, gateway, credentials) if gateway else lab
+
+    def connect(self, lab: Lab, gateway: str, credentials: dict, **lab_fields) -> Lab:
+        """`lab` (with `lab_fields` changed) takes `gateway` with these credentials as its
+        default gateway."""
+        for name, value in lab_fields.items():
+            setattr(lab, name, value)
+        save_credentials(self.session, self.app.config["PORTAL_ENCRYPTION_KEYS"], lab, gateway,
+                         credentials, make_default=True)
         self.session.commit()
         return lab
 
@@ -138,10 +160,45 @@ class Builder:
         self.session.commit()
         return link
 
+    def payment(self, link: OnlinePayment, *, status: PaymentStatus = PaymentStatus.SUCCEEDED,
+                gateway: str = "sandbox", **fields) -> Payment:
+        """A payment row of `link`, for its whole amount unless told; the link is not moved."""
+        fields.setdefault("reference", f"pay_{secrets.token_hex(12)}")
+        fields.setdefault("amount", link.amount)
+        fields.setdefault("currency", link.currency)
+        payment = Payment(lab_id=link.lab_id, online_payment_id=link.id, gateway=gateway,
+                          status=status, **fields)
+        if status == PaymentStatus.SUCCEEDED and "succeeded_at" not in fields:
+            payment.succeeded_at = utcnow()
+        self.session.add(payment)
+        self.session.commit()
+        return payment
+
+    def refund(self, payment: Payment, amount: int, *,
+               status: RefundStatus = RefundStatus.PENDING, **fields) -> Refund:
+        """A refund row of `payment`; the payment's refunded total is not moved."""
+        fields.setdefault("reference", f"rfd_{secrets.token_hex(12)}")
+        refund = Refund(lab_id=payment.lab_id, payment_id=payment.id, amount=amount,
+                        status=status, **fields)
+        self.session.add(refund)
+        self.session.commit()
+        return refund
+
 
 @pytest.fixture
 def build(app, db):
     return Builder(app, db)
+
+
+def gateway_lab(gateway: str, credentials: dict, **lab_fields):
+    """A fixture: the `lab`, with `gateway` and these credentials as its default gateway.
+
+    In a test module: `pt_lab = gateway_lab("paytabs", CREDENTIALS)`.
+    """
+    @pytest.fixture
+    def connected_lab(build, lab) -> Lab:
+        return build.connect(lab, gateway, credentials, **lab_fields)
+    return connected_lab
 
 
 @pytest.fixture
