@@ -50,9 +50,14 @@ postgres:
 	  fi; \
 	fi
 
+# One pytest worker per core; each test file stays on one worker, so its module-scoped fixtures
+# (a PostgreSQL database, localstripe) are set up once. `make test PYTEST_WORKERS=0`: no workers.
+PYTEST_WORKERS ?= auto
+
 test: install browser $(AXE) postgres
 	mkdir -p reports
-	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
+	  --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/pay_page.py
