@@ -33,6 +33,7 @@ def origin(url: str) -> str:
 def paytabs(app, live_server):
     with FakePayTabs(profiles={PROFILE_ID: CREDENTIALS["server_key"]}) as fake:
         app.config["PORTAL_PAYTABS_API_BASE"] = fake.url
+        fake.ipn_delay = 2.0  # the browser's signed return comes first, even on a busy machine
         yield fake
 
 
