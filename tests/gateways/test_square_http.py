@@ -388,6 +388,7 @@ def test_bad_token_and_outages_reach_the_patient_as_a_clear_message(app, live, s
 
 def test_timeouts_are_bounded_and_retryable(square):
     gateway = SquareGateway(CREDENTIALS, api_base=square.url, timeout=(2.0, 0.3))
+    gateway.test_connection()  # the SDK's first call sets it up: seconds on a busy machine
     square.delay_next(1.5)
     started = time.monotonic()
     with pytest.raises(GatewayError) as caught:
