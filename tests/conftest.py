@@ -9,6 +9,7 @@ import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
+import jinja2
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
@@ -46,6 +47,53 @@ def migrated_sqlite(tmp_path_factory):
     return path
 
 
+class SharedTemplateCode(jinja2.BytecodeCache):
+    """Compiled templates kept for every app of the test process (each test makes an app, and
+    each app would compile every template it renders again). Jinja checks each template's
+    source checksum before reusing its code."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if (code := self._code.get(bucket.key)) is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CODE = SharedTemplateCode()
+
+
+def _share_url_builders() -> None:
+    """Werkzeug compiles two Python functions per URL rule for every app: most of the time a
+    test's create_app takes. They depend only on the rule's parsed parts (and its defaults,
+    which we leave alone), so the apps of one test process share them. This leans on
+    Werkzeug internals: if they change, the suite only gets slower."""
+    from werkzeug.routing.rules import Rule
+
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None or getattr(compile_builder, "shared", False):
+        return
+    builders: dict = {}
+
+    def shared_builder(rule: Rule, append_unknown: bool = True):
+        trace = getattr(rule, "_trace", None)
+        if rule.defaults or trace is None:
+            return compile_builder(rule, append_unknown)
+        key = (rule.rule, tuple(trace), append_unknown)
+        if key not in builders:
+            builders[key] = compile_builder(rule, append_unknown)
+        return builders[key]
+
+    shared_builder.shared = True
+    Rule._compile_builder = shared_builder
+
+
+_share_url_builders()
+
+
 def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
     monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
     monkeypatch.setenv("PORTAL_SECRET_KEY", "test-secret-key")
@@ -53,6 +101,7 @@ def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
     monkeypatch.setenv("PORTAL_DATABASE_URL", database_url)
     monkeypatch.delenv("PORTAL_BASE_URL", raising=False)
     app = create_app({"TESTING": True, **overrides})
+    app.jinja_env.bytecode_cache = TEMPLATE_CODE
     return app
 
 
