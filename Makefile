@@ -60,13 +60,18 @@ postgres:
 	  fi; \
 	fi
 
+# One pytest worker per core; each test file stays on one worker, so its module-scoped fixtures
+# (a PostgreSQL database, localstripe) are set up once. `make test PYTEST_WORKERS=0`: no workers.
+PYTEST_WORKERS ?= auto
+
 # Import contracts and types first (pyproject.toml: [tool.importlinter], [tool.mypy]).
 test: install browser $(AXE) postgres
 	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy gateways portal/services portal/worker
 	mkdir -p reports
-	$(PY) -m pytest -p no:cacheprovider --junitxml=reports/junit.xml $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
+	  --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 # After changing a patient-facing text: refresh translations/messages.pot and every catalog
 # (new texts arrive untranslated; the catalog test fails until they are translated). Catalogs

@@ -9,6 +9,7 @@ import threading
 from contextlib import contextmanager
 from datetime import timedelta
 
+import jinja2
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
@@ -17,7 +18,17 @@ from sqlalchemy.orm import Session
 from portal import create_app
 from portal.extensions import make_engine
 from portal.migrate import upgrade
-from portal.models import Lab, OnlinePayment, Role, User, utcnow
+from portal.models import (
+    Lab,
+    OnlinePayment,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    Role,
+    User,
+    utcnow,
+)
 from portal.services.auth import hash_password
 from portal.services.keys import save_credentials
 from portal.services.links import NewLink, create_link
@@ -36,6 +47,53 @@ def migrated_sqlite(tmp_path_factory):
     return path
 
 
+class SharedTemplateCode(jinja2.BytecodeCache):
+    """Compiled templates kept for every app of the test process (each test makes an app, and
+    each app would compile every template it renders again). Jinja checks each template's
+    source checksum before reusing its code."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if (code := self._code.get(bucket.key)) is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CODE = SharedTemplateCode()
+
+
+def _share_url_builders() -> None:
+    """Werkzeug compiles two Python functions per URL rule for every app: most of the time a
+    test's create_app takes. They depend only on the rule's parsed parts (and its defaults,
+    which we leave alone), so the apps of one test process share them. This leans on
+    Werkzeug internals: if they change, the suite only gets slower."""
+    from werkzeug.routing.rules import Rule
+
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None or getattr(compile_builder, "shared", False):
+        return
+    builders: dict = {}
+
+    def shared_builder(rule: Rule, append_unknown: bool = True):
+        trace = getattr(rule, "_trace", None)
+        if rule.defaults or trace is None:
+            return compile_builder(rule, append_unknown)
+        key = (rule.rule, tuple(trace), append_unknown)
+        if key not in builders:
+            builders[key] = compile_builder(rule, append_unknown)
+        return builders[key]
+
+    shared_builder.shared = True
+    Rule._compile_builder = shared_builder
+
+
+_share_url_builders()
+
+
 def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
     monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "instance"))
     monkeypatch.setenv("PORTAL_SECRET_KEY", "test-secret-key")
@@ -43,6 +101,7 @@ def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
     monkeypatch.setenv("PORTAL_DATABASE_URL", database_url)
     monkeypatch.delenv("PORTAL_BASE_URL", raising=False)
     app = create_app({"TESTING": True, **overrides})
+    app.jinja_env.bytecode_cache = TEMPLATE_CODE
     return app
 
 
@@ -100,7 +159,9 @@ class Builder:
         self.session = session
 
     def lab(self, slug: str | None = None, *, sandbox_secret: str | None = "whsec_test_sandbox",
-            **fields) -> Lab:
+            gateway: str | None = None, credentials: dict | None = None, **fields) -> Lab:
+        """A lab with the sandbox's credentials; with `gateway`, that gateway's `credentials`
+        too, as the lab's default gateway."""
         slug = slug or f"lab-{secrets.token_hex(3)}"
         lab = Lab(slug=slug, name=fields.pop("name", f"{slug.title()} Diagnostics"),
                   currency=fields.pop("currency", "INR"), **fields)
@@ -109,6 +170,16 @@ class Builder:
         if sandbox_secret:
             save_credentials(self.session, self.app.config["PORTAL_ENCRYPTION_KEYS"], lab,
                              "sandbox", {"webhook_secret": sandbox_secret})
+        self.session.commit()
+        return self.connect(lab, gateway, credentials) if gateway else lab
+
+    def connect(self, lab: Lab, gateway: str, credentials: dict, **lab_fields) -> Lab:
+        """`lab` (with `lab_fields` changed) takes `gateway` with these credentials as its
+        default gateway."""
+        for name, value in lab_fields.items():
+            setattr(lab, name, value)
+        save_credentials(self.session, self.app.config["PORTAL_ENCRYPTION_KEYS"], lab, gateway,
+                         credentials, make_default=True)
         self.session.commit()
         return lab
 
@@ -138,10 +209,45 @@ class Builder:
         self.session.commit()
         return link
 
+    def payment(self, link: OnlinePayment, *, status: PaymentStatus = PaymentStatus.SUCCEEDED,
+                gateway: str = "sandbox", **fields) -> Payment:
+        """A payment row of `link`, for its whole amount unless told; the link is not moved."""
+        fields.setdefault("reference", f"pay_{secrets.token_hex(12)}")
+        fields.setdefault("amount", link.amount)
+        fields.setdefault("currency", link.currency)
+        payment = Payment(lab_id=link.lab_id, online_payment_id=link.id, gateway=gateway,
+                          status=status, **fields)
+        if status == PaymentStatus.SUCCEEDED and "succeeded_at" not in fields:
+            payment.succeeded_at = utcnow()
+        self.session.add(payment)
+        self.session.commit()
+        return payment
+
+    def refund(self, payment: Payment, amount: int, *,
+               status: RefundStatus = RefundStatus.PENDING, **fields) -> Refund:
+        """A refund row of `payment`; the payment's refunded total is not moved."""
+        fields.setdefault("reference", f"rfd_{secrets.token_hex(12)}")
+        refund = Refund(lab_id=payment.lab_id, payment_id=payment.id, amount=amount,
+                        status=status, **fields)
+        self.session.add(refund)
+        self.session.commit()
+        return refund
+
 
 @pytest.fixture
 def build(app, db):
     return Builder(app, db)
+
+
+def gateway_lab(gateway: str, credentials: dict, **lab_fields):
+    """A fixture: the `lab`, with `gateway` and these credentials as its default gateway.
+
+    In a test module: `pt_lab = gateway_lab("paytabs", CREDENTIALS)`.
+    """
+    @pytest.fixture
+    def connected_lab(build, lab) -> Lab:
+        return build.connect(lab, gateway, credentials, **lab_fields)
+    return connected_lab
 
 
 @pytest.fixture

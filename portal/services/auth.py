@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import LoginThrottle, User, utcnow
 
-hasher = PasswordHasher()  # Argon2id with argon2-cffi's RFC 9106 low-memory profile
+# Production hashes with argon2-cffi's RFC 9106 low-memory profile (Argon2id). The test suite
+# sets PORTAL_ARGON2_PROFILE=cheap-for-tests: same salt and hash lengths, a fraction of the work.
+ARGON2_PROFILES = {
+    "rfc-9106-low-memory": profiles.RFC_9106_LOW_MEMORY,
+    "cheap-for-tests": replace(profiles.RFC_9106_LOW_MEMORY, time_cost=1, memory_cost=8,
+                               parallelism=1),
+}
+
+
+def password_hasher(environ=os.environ) -> PasswordHasher:
+    name = environ.get("PORTAL_ARGON2_PROFILE", "rfc-9106-low-memory")
+    if name not in ARGON2_PROFILES:
+        raise RuntimeError(f"PORTAL_ARGON2_PROFILE must be one of {sorted(ARGON2_PROFILES)}")
+    return PasswordHasher.from_parameters(ARGON2_PROFILES[name])
+
+
+hasher = password_hasher()
 _DUMMY_HASH = hasher.hash("a password nobody has")
 
 MIN_PASSWORD_LENGTH = 10

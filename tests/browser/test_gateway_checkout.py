@@ -25,7 +25,6 @@ from portal.models import (
     PaymentGatewayTransaction,
     PaymentStatus,
 )
-from portal.services.keys import save_credentials
 from tests.fakes.localstripe import start_localstripe
 from tests.fakes.razorpay_fake import FakeRazorpay
 from tests.fakes.stripe_fake import FakeStripe
@@ -51,12 +50,6 @@ def record_requests(page) -> list[str]:
     seen: list[str] = []
     page.on("request", lambda request: seen.append(request.url))
     return seen
-
-
-def use_gateway(app, db, lab, gateway: str, credentials: dict[str, str]) -> None:
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, gateway, credentials,
-                     make_default=True)
-    db.commit()
 
 
 def only_payment(db, link) -> Payment:
@@ -118,7 +111,7 @@ def razorpay(app, live_server):
 
 
 def test_patient_pays_on_stripe_checkout(page, app, db, live_server, stripe, build, lab):
-    use_gateway(app, db, lab, "stripe", STRIPE_CREDENTIALS)
+    build.connect(lab, "stripe", STRIPE_CREDENTIALS)
     link = build.link(lab, amount=123450)
     assert link.gateway == "stripe"
 
@@ -159,7 +152,7 @@ def test_patient_pays_on_stripe_checkout(page, app, db, live_server, stripe, bui
 
 def test_patient_pays_on_razorpay_payment_link(page, app, db, live_server, razorpay, build,
                                                lab):
-    use_gateway(app, db, lab, "razorpay", RAZORPAY_CREDENTIALS)
+    build.connect(lab, "razorpay", RAZORPAY_CREDENTIALS)
     link = build.link(lab, amount=123450)
     assert link.gateway == "razorpay"
 

@@ -60,10 +60,8 @@ def test_refund_section_has_no_violations(audit, live_server, build, lab, admin,
     db.commit()
     other = build.user(lab, "second@acme.test", role=Role.ADMIN)
     payment = paid_payment(build, db, lab)
-    db.add(Refund(lab_id=lab.id, payment_id=payment.id, reference="rfd_" + "0" * 24,
-                  amount=50000, reason="Billing error", requested_by_id=other.id,
-                  status=RefundStatus.AWAITING_APPROVAL))
-    db.commit()
+    build.refund(payment, 50000, reference="rfd_" + "0" * 24, reason="Billing error",
+                 requested_by_id=other.id, status=RefundStatus.AWAITING_APPROVAL)
     page = audit.context.new_page()
     sign_in(page, admin.email)
     page.goto(live_server(f"/transactions/{payment.id}"))

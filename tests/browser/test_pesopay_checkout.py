@@ -15,8 +15,6 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-import gateways
-from gateways.pesopay import PesoPayGateway
 from portal.models import (
     ExchangeKind,
     LinkStatus,
@@ -24,18 +22,12 @@ from portal.models import (
     PaymentGatewayTransaction,
     PaymentStatus,
 )
-from portal.services.keys import save_credentials
 from tests.fakes.pesopay_fake import PAY_FORM, TEST_VISA, FakePesoPay
 
 DATAFEED_WAIT = 15_000  # ms: the datafeed, then the return page's polling (or its refresh)
 CREDENTIALS = {"merchant_id": "18065555", "secure_hash_secret": "pp-browser-secret-2c41d9",
                "hash_function": "SHA-1", "api_login_id": "portal-browser",
                "api_password": "pp-browser-api-88f0c2"}
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(gateways.GATEWAYS, "pesopay", PesoPayGateway)
 
 
 @pytest.fixture
@@ -48,12 +40,9 @@ def pesopay(app, live_server):
 
 
 @pytest.fixture
-def manila(app, db, build):
-    lab = build.lab("manila", name="Manila Diagnostics", currency="PHP")
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "pesopay", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+def manila(build):
+    return build.lab("manila", name="Manila Diagnostics", currency="PHP", gateway="pesopay",
+                     credentials=CREDENTIALS)
 
 
 def only_payment(db, link) -> Payment:

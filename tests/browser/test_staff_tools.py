@@ -32,6 +32,7 @@ def test_the_slip_prints_without_its_toolbar(page, live_server, build, lab, staf
     expect(slip).to_contain_text("₹1,234.50")
     qr = slip.get_by_role("img", name="QR code to pay bill B-SLIP")
     expect(qr).to_be_visible()
+    page.wait_for_function("() => document.querySelector('.slip__qr').complete")  # not yet if busy
     assert page.evaluate("() => document.querySelector('.slip__qr').naturalWidth") > 0
     expect(page.get_by_role("button", name="Print")).to_be_visible()  # shown by print.js
 

@@ -14,20 +14,17 @@ import hmac
 import html
 import itertools
 import json
-import queue
 import re
 import secrets
-import threading
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, NamedTuple
 
 import requests
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, Fault
 
 EXPONENTS = {"AED": 2, "BHD": 3, "EGP": 2, "EUR": 2, "GBP": 2, "HKD": 2, "IDR": 2, "INR": 2,
              "IQD": 3, "JOD": 3, "JPY": 0, "KWD": 3, "MAD": 2, "OMR": 3, "PKR": 2, "QAR": 2,
@@ -76,16 +73,6 @@ class SentIpn(NamedTuple):
         return json.loads(self.body)
 
 
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: bytes = b""
-    content_type: str = "application/json"
-    after: bool = False
-    delay: float = 0.0
-
-
 class ApiError(Exception):
     def __init__(self, status: int, code: int, message: str):
         super().__init__(message)
@@ -113,25 +100,8 @@ class FakePayTabs(FakeServer):
         self.ipn_delay = 0.1
         self.sent: list[SentIpn] = []
         self._refs = itertools.count(2623802990085)
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
-
-    def start(self) -> FakePayTabs:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakePayTabs-ipn",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
+    # ---- test controls ---------------------------------------------------------------------
 
     def fail_next(self, status: int, message: str | None = None, *, code: int | None = None,
                   raw: bytes | None = None, path: str | None = None, after: bool = False) -> None:
@@ -141,23 +111,17 @@ class FakePayTabs(FakeServer):
         loses the answer.
         """
         if raw is not None:
-            self._faults.append(_Fault(path, status, raw, "text/html", after))
+            self.add_fault(Fault(path, status, raw, "text/html", after))
             return
         body = {"code": code if code is not None else (1 if status == 401 else 500),
                 "message": message or "Internal error", "trace": self._trace()}
-        self._faults.append(_Fault(path, status, json.dumps(body).encode(), after=after))
+        self.add_fault(Fault(path, status, json.dumps(body).encode(), after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = None) -> None:
-        self._faults.append(_Fault(path, delay=seconds))
+        self.add_fault(Fault(path, delay=seconds))
 
     def wait_ipns(self, count: int, timeout: float = 5.0) -> list[SentIpn]:
-        deadline = time.monotonic() + timeout
-        while len(self.sent) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.sent) < count:
-                raise AssertionError(f"{len(self.sent)} of {count} IPNs sent")
-            return list(self.sent)
+        return self.wait_sent(self.sent, count, timeout, "IPNs")
 
     def ipn_body(self, tran_ref: str, **changes: Any) -> bytes:
         """The exact IPN body PayTabs would send for a transaction, with `changes` applied."""
@@ -191,25 +155,15 @@ class FakePayTabs(FakeServer):
                   "/payment/token/delete": self._delete_token}
         if request.method != "POST" or path not in routes:
             return self._json({"code": 404, "message": "Not found", "trace": self._trace()}, 404)
-        fault = next((f for f in self._faults if f.path is None or path.startswith(f.path)),
-                     None)
-        if fault is not None:
-            self._faults.remove(fault)
-            if fault.delay:
-                time.sleep(fault.delay)
-                fault = None
-            elif not fault.after:
-                return Response(fault.body, status=fault.status, content_type=fault.content_type)
+        return self.with_faults(path, lambda: self._api(request, routes[path]))
+
+    def _api(self, request: Request, route) -> Response:
         try:
             with self.lock:
-                body = self._authorised(request)
-                answer = routes[path](body)
+                return self._json(route(self._authorised(request)))
         except ApiError as exc:
             return self._json({"code": exc.code, "message": exc.message,
                                "trace": self._trace()}, exc.status)
-        if fault is not None:  # the work is done, the answer is lost
-            return Response(fault.body, status=fault.status, content_type=fault.content_type)
-        return self._json(answer)
 
     def _authorised(self, request: Request) -> dict:
         try:
@@ -432,21 +386,10 @@ class FakePayTabs(FakeServer):
             return
         body = json.dumps(self._ipn(transaction), separators=(",", ":")).encode()
         key = self.profiles[transaction["profileId"]]
-        due = time.monotonic() + self.ipn_delay
+        headers = {"Content-Type": "application/json", "Signature": sign_ipn(key, body)}
         for url in urls:
-            self._outbox.put((due, url, body, {"Content-Type": "application/json",
-                                               "Signature": sign_ipn(key, body)}))
-
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, url, body, headers = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent.append(SentIpn(url, body, status, headers))
+            self.post_later(self.ipn_delay, url, body, headers, self.sent,
+                            partial(SentIpn, url, body, headers=headers))
 
     @staticmethod
     def _trace() -> str:

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import html
-import queue
 import secrets
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
-import requests
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, Fault
 
 PREFIX = "/b2cDemo/eng"
 PAY_FORM = PREFIX + "/payment/payForm.jsp"
@@ -92,16 +88,6 @@ class SentDatafeed:
     answer: str
 
 
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: str = ""
-    content_type: str = "text/plain"
-    delay: float = 0.0
-    after: bool = False
-
-
 class FakePesoPay(FakeServer):
     def __init__(self, merchant_id: str = "18000000", secure_hash_secret: str = "secret",
                  hash_function: str = "SHA-1", api_users: dict[str, str] | None = None,
@@ -120,49 +106,26 @@ class FakePesoPay(FakeServer):
         self.transactions: dict[str, Transaction] = {}  # PayRef -> attempt
         self._sessions: dict[str, dict[str, str]] = {}
         self._next_pay_ref = 5_000_000
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
+    # ---- test controls ---------------------------------------------------------------------
 
     @property
     def api_base(self) -> str:
         return self.url + PREFIX
 
-    def start(self) -> FakePesoPay:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakePesoPay-datafeed",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
-
     def fail_next(self, status: int, body: str = "", *, path: str | None = ORDER_API,
                   content_type: str = "text/plain", after: bool = False) -> None:
         """Answer the next request to `path` with `status` and `body`; `after=True` does the
         work first and loses the answer."""
-        self._faults.append(_Fault(path, status, body, content_type, after=after))
+        self.add_fault(Fault(path, status, body, content_type, after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = ORDER_API,
                    after: bool = False) -> None:
         """Sleep before answering the next request to `path` (after doing its work if `after`)."""
-        self._faults.append(_Fault(path, delay=seconds, after=after))
+        self.add_fault(Fault(path, delay=seconds, after=after))
 
     def wait_datafeeds(self, count: int, timeout: float = 5.0) -> list[SentDatafeed]:
-        deadline = time.monotonic() + timeout
-        while len(self.datafeeds) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.datafeeds) < count:
-                raise AssertionError(f"{len(self.datafeeds)} of {count} datafeeds sent")
-            return list(self.datafeeds)
+        return self.wait_sent(self.datafeeds, count, timeout, "datafeeds")
 
     def send_datafeed(self, fields: dict[str, str], *, sign: bool = True) -> dict[str, str]:
         """Queue a datafeed to `datafeed_url`, signed with every current secret, comma-joined."""
@@ -170,7 +133,7 @@ class FakePesoPay(FakeServer):
         if sign:
             fields["secureHash"] = ",".join(sign_datafeed(fields, s, self.hash_function)
                                             for s in self.secure_hash_secrets)
-        self._outbox.put((time.monotonic() + self.datafeed_delay, fields))
+        self.later(self.datafeed_delay, lambda: self._post_datafeed(fields))
         return fields
 
     def datafeed_fields(self, txn: Transaction, *, successcode: str | None = None,
@@ -199,18 +162,11 @@ class FakePesoPay(FakeServer):
     # ---- dispatch --------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
-        fault = self._take_fault(request.path)
-        if fault and not fault.after:
-            time.sleep(fault.delay)
-            if fault.status:
-                return Response(fault.body, status=fault.status, content_type=fault.content_type)
+        return self.with_faults(request.path, lambda: self._locked_route(request))
+
+    def _locked_route(self, request: Request) -> Response:
         with self.lock:
-            response = self._route(request)
-        if fault and fault.after:
-            time.sleep(fault.delay)
-            if fault.status:
-                return Response(fault.body, status=fault.status, content_type=fault.content_type)
-        return response
+            return self._route(request)
 
     def _route(self, request: Request) -> Response:
         if request.method == "POST" and request.path == PAY_FORM:
@@ -354,18 +310,9 @@ class FakePesoPay(FakeServer):
 
     # ---- datafeed delivery -----------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, fields = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            url, body = self.datafeed_url, urlencode(fields).encode()
-            status, answer = None, ""
-            if url:
-                try:
-                    response = requests.post(url, data=body, timeout=10, headers={
-                        "Content-Type": "application/x-www-form-urlencoded"})
-                    status, answer = response.status_code, response.text
-                except requests.RequestException:
-                    pass
-            with self.lock:
-                self.datafeeds.append(SentDatafeed(url or "", fields, body, status, answer))
+    def _post_datafeed(self, fields: dict[str, str]) -> None:
+        """To the datafeed URL set when it falls due (none set: recorded as not sent)."""
+        url, body = self.datafeed_url, urlencode(fields).encode()
+        status, answer = self.post(url, body, {
+            "Content-Type": "application/x-www-form-urlencoded"}) if url else (None, "")
+        self.record(self.datafeeds, SentDatafeed(url or "", fields, body, status, answer))

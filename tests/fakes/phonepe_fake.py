@@ -13,19 +13,16 @@ import hashlib
 import hmac
 import html
 import json
-import queue
 import re
 import secrets
-import threading
 import time
+from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
-import requests
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
-from tests.fakes.server import Fault as _Fault
+from tests.fakes.server import FakeServer, Fault
 
 MERCHANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 DEFAULT_EXPIRE_AFTER = 1200
@@ -80,25 +77,8 @@ class FakePhonePe(FakeServer):
         self.orders: dict[str, dict] = {}  # merchantOrderId -> order (with private "_" keys)
         self.refunds: dict[str, dict] = {}  # merchantRefundId -> refund
         self._pages: dict[str, str] = {}  # hosted-page token -> merchantOrderId
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
-
-    def start(self) -> FakePhonePe:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakePhonePe-callbacks",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
+    # ---- test controls ---------------------------------------------------------------------
 
     def add_webhook(self, url: str, username: str, password: str) -> None:
         """The dashboard's webhook: URL plus the username and password PhonePe hashes."""
@@ -112,13 +92,13 @@ class FakePhonePe(FakeServer):
         `raw`: a non-JSON body (a proxy's HTML page); `after=True` does the work, loses the answer.
         """
         if raw is not None:
-            self._faults.append(_Fault(path, status, raw, "text/html", after))
+            self.add_fault(Fault(path, status, raw, "text/html", after))
             return
         body = json.dumps({"success": False, "code": code, "message": message}).encode()
-        self._faults.append(_Fault(path, status, body, after=after))
+        self.add_fault(Fault(path, status, body, after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = None) -> None:
-        self._faults.append(_Fault(path, delay=seconds))
+        self.add_fault(Fault(path, delay=seconds))
 
     def revoke_tokens(self) -> None:
         """Every issued token stops working (as after PhonePe rotates them)."""
@@ -126,13 +106,7 @@ class FakePhonePe(FakeServer):
             self.tokens.clear()
 
     def wait_callbacks(self, count: int, timeout: float = 5.0) -> list[SentCallback]:
-        deadline = time.monotonic() + timeout
-        while len(self.sent_callbacks) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.sent_callbacks) < count:
-                raise AssertionError(f"{len(self.sent_callbacks)} of {count} callbacks sent")
-            return list(self.sent_callbacks)
+        return self.wait_sent(self.sent_callbacks, count, timeout, "callbacks")
 
     def send_callback(self, event: str, payload: dict, *,
                       authorization: str | None = None) -> bytes:
@@ -140,11 +114,11 @@ class FakePhonePe(FakeServer):
         kind = event.upper().replace(".", "_")
         body = json.dumps({"event": event, "type": kind, "payload": payload},
                           separators=(",", ":")).encode()
-        due = time.monotonic() + self.callback_delay
         for url, auth in self.webhooks:
             headers = {"Content-Type": "application/json",
                        "Authorization": authorization if authorization is not None else auth}
-            self._outbox.put((due, url, event, body, headers))
+            self.post_later(self.callback_delay, url, body, headers, self.sent_callbacks,
+                            partial(SentCallback, url, event, body, headers=headers))
         return body
 
     def settle_refund(self, merchant_refund_id: str, ok: bool = True) -> dict:
@@ -173,15 +147,11 @@ class FakePhonePe(FakeServer):
         if request.path == "/transact/v2":
             with self.lock:
                 return self._hosted_page(request)
-        fault = self._take_fault(request.path)
-        if fault and fault.delay:
-            time.sleep(fault.delay)
-            fault = self._take_fault(request.path)
-        if fault and not fault.after:
-            return fault.response()
+        return self.with_faults(request.path, lambda: self._locked_api(request))
+
+    def _locked_api(self, request: Request) -> Response:
         with self.lock:
-            response = self._api(request)
-        return fault.response() if fault else response
+            return self._api(request)
 
     def _api(self, request: Request) -> Response:
         path, method = request.path, request.method
@@ -384,13 +354,3 @@ class FakePhonePe(FakeServer):
 
     # ---- callback delivery -----------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, url, event, body, headers = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent_callbacks.append(SentCallback(url, event, body, status, headers))

@@ -12,18 +12,15 @@ import binascii
 import hashlib
 import html
 import json
-import queue
 import re
 import secrets
-import threading
 import time
-from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
-import requests
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, Fault
 
 TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,34}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,35}$")
@@ -70,16 +67,6 @@ class SentCallback(NamedTuple):
         return json.loads(base64.b64decode(json.loads(self.body)["response"]))
 
 
-@dataclass
-class _Fault:
-    path: str | None
-    status: int = 0
-    body: bytes = b""
-    content_type: str = "application/json"
-    after: bool = False
-    delay: float = 0.0
-
-
 class FakePhonePeV1(FakeServer):
     def __init__(self, merchant_id: str = "PGTESTPAYUAT",
                  salts: dict[str, str] | None = None) -> None:
@@ -93,25 +80,8 @@ class FakePhonePeV1(FakeServer):
         self.transactions: dict[str, dict] = {}  # merchantTransactionId -> payment or refund
         self.pages: dict[str, str] = {}  # pay page token -> merchantTransactionId
         self.sent_callbacks: list[SentCallback] = []
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
-
-    def start(self) -> FakePhonePeV1:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakePhonePeV1-callbacks",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
+    # ---- test controls ---------------------------------------------------------------------
 
     def fail_next(self, status: int, code: str = "INTERNAL_SERVER_ERROR", message: str = "",
                   *, path: str | None = None, after: bool = False,
@@ -121,15 +91,15 @@ class FakePhonePeV1(FakeServer):
         `raw`: a non-JSON body (a proxy's HTML page); `after=True` does the work, loses the answer.
         """
         if raw is not None:
-            self._faults.append(_Fault(path, status, raw, "text/html", after))
+            self.add_fault(Fault(path, status, raw, "text/html", after))
             return
         body = {"success": False, "code": code, "data": {},
                 "message": message or "There is an error trying to process your transaction at"
                                       " the moment. Please try again in a while."}
-        self._faults.append(_Fault(path, status, json.dumps(body).encode(), after=after))
+        self.add_fault(Fault(path, status, json.dumps(body).encode(), after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = None) -> None:
-        self._faults.append(_Fault(path, delay=seconds))
+        self.add_fault(Fault(path, delay=seconds))
 
     def report(self, transaction_id: str, **fields) -> None:
         """Make the status API (and callbacks) report `code` or `amount` other than the truth."""
@@ -137,13 +107,7 @@ class FakePhonePeV1(FakeServer):
             self.transactions[transaction_id]["_reported"] = fields
 
     def wait_callbacks(self, count: int, timeout: float = 5.0) -> list[SentCallback]:
-        deadline = time.monotonic() + timeout
-        while len(self.sent_callbacks) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.sent_callbacks) < count:
-                raise AssertionError(f"{len(self.sent_callbacks)} of {count} callbacks sent")
-            return list(self.sent_callbacks)
+        return self.wait_sent(self.sent_callbacks, count, timeout, "callbacks")
 
     def callback(self, transaction_id: str, *, salt_index: str | None = None,
                  salt_key: str | None = None) -> tuple[bytes, dict]:
@@ -173,12 +137,9 @@ class FakePhonePeV1(FakeServer):
             return self._pay_page(request)
         if not request.path.startswith("/pg/v1/"):
             return Response("<html><body>Not Found</body></html>", 404, content_type="text/html")
-        fault = self._take_fault(request.path)
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)
-            fault = None
-        if fault is not None and not fault.after:
-            return Response(fault.body, fault.status, content_type=fault.content_type)
+        return self.with_faults(request.path, lambda: self._api(request))
+
+    def _api(self, request: Request) -> Response:
         try:
             with self.lock:
                 if request.method == "POST" and request.path == "/pg/v1/pay":
@@ -191,16 +152,7 @@ class FakePhonePeV1(FakeServer):
                     raise ApiError(404, "NOT_FOUND", "Not Found")
         except ApiError as exc:
             status, body = exc.status, exc.body
-        if fault is not None:  # the work is done, the answer is lost
-            return Response(fault.body, fault.status, content_type=fault.content_type)
         return Response(json.dumps(body), status, content_type="application/json")
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self.lock:
-            for i, fault in enumerate(self._faults):
-                if fault.path is None or path.startswith(fault.path):
-                    return self._faults.pop(i)
-        return None
 
     def _check(self, request: Request, message: str) -> None:
         """X-VERIFY = SHA256(message + salt) ### index, with the salt the index names."""
@@ -360,19 +312,9 @@ class FakePhonePeV1(FakeServer):
 
     def _queue_callback(self, record: dict) -> None:
         if self.send_callbacks:
-            body, headers = self.callback(record["merchantTransactionId"])
-            self._outbox.put((time.monotonic() + self.callback_delay,
-                              record["request"]["callbackUrl"], record["merchantTransactionId"],
-                              body, headers))
+            txn, url = record["merchantTransactionId"], record["request"]["callbackUrl"]
+            body, headers = self.callback(txn)
+            self.post_later(self.callback_delay, url, body, headers, self.sent_callbacks,
+                            partial(SentCallback, url, txn, body, headers))
 
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, url, txn, body, headers = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent_callbacks.append(SentCallback(url, txn, body, headers, status))
 

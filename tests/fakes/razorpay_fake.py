@@ -10,22 +10,19 @@ import hashlib
 import hmac
 import html
 import json
-import queue
 import re
 import secrets
 import string
-import threading
 import time
+from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
-import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
-from tests.fakes.server import Fault as _Fault
+from tests.fakes.server import FakeServer, Fault
 
 MIN_EXPIRY = 15 * 60
 MAX_EXPIRY = 183 * 24 * 3600  # "cannot exceed six months from the date of creation"
@@ -161,25 +158,8 @@ class FakeRazorpay(FakeServer):
         self._link_key: dict[str, str] = {}  # plink id -> the key id that created it
         self._references: set[str] = set()
         self._idempotency: dict[str, tuple[str, dict, str]] = {}
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
-
-    def start(self) -> FakeRazorpay:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakeRazorpay-webhooks",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
+    # ---- test controls ---------------------------------------------------------------------
 
     def add_webhook(self, url: str, events: set[str] | None = None,
                     secret: str | None = None) -> None:
@@ -194,7 +174,7 @@ class FakeRazorpay(FakeServer):
         HTML 502 page from a proxy, say); `after=True` does the work first and loses the answer.
         """
         if raw is not None:
-            self._faults.append(_Fault(path, status, raw, "text/html", after))
+            self.add_fault(Fault(path, status, raw, "text/html", after))
             return
         code = "SERVER_ERROR" if status >= 500 else "BAD_REQUEST_ERROR"
         fields = error if isinstance(error, dict) else {"description": error or (
@@ -202,21 +182,15 @@ class FakeRazorpay(FakeServer):
             if status >= 500 else "Bad request")}
         body = error_body(fields.get("description", ""), code=code, **NA)
         body["error"].update(fields)
-        self._faults.append(_Fault(path, status, json.dumps(body).encode(), after=after))
+        self.add_fault(Fault(path, status, json.dumps(body).encode(), after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = None) -> None:
         """Sleep `seconds` before answering the next /v1 call (whose path starts with `path`)."""
-        self._faults.append(_Fault(path, delay=seconds))
+        self.add_fault(Fault(path, delay=seconds))
 
     def wait_events(self, count: int, timeout: float = 5.0) -> list[SentEvent]:
         """Wait until `count` webhooks were delivered (or failed to be); return them all."""
-        deadline = time.monotonic() + timeout
-        while len(self.sent_events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.sent_events) < count:
-                raise AssertionError(f"{len(self.sent_events)} of {count} webhooks sent")
-            return list(self.sent_events)
+        return self.wait_sent(self.sent_events, count, timeout, "webhooks")
 
     def send_event(self, event: str, payload: dict) -> bytes:
         """Build, sign and queue an event to every matching webhook; return the exact body."""
@@ -224,13 +198,14 @@ class FakeRazorpay(FakeServer):
             "entity": "event", "account_id": self.account_id, "event": event,
             "contains": list(payload), "payload": payload, "created_at": int(time.time()),
         }, separators=(",", ":")).encode()
-        due, event_id = time.monotonic() + self.webhook_delay, new_id()
+        event_id = new_id()
         for url, events, secret in self.webhooks:
             if events is None or event in events:
                 headers = {"Content-Type": "application/json", "x-razorpay-event-id": event_id,
                            "X-Razorpay-Signature": sign_webhook(secret, body),
                            "User-Agent": "Razorpay-Webhook/v1"}
-                self._outbox.put((due, url, event, body, headers))
+                self.post_later(self.webhook_delay, url, body, headers, self.sent_events,
+                                partial(SentEvent, url, event, body, headers=headers))
         return body
 
     def expire(self, plink_id: str) -> dict:
@@ -286,15 +261,11 @@ class FakeRazorpay(FakeServer):
                 return self._hosted_page(request, request.path[len("/pl/"):].strip("/"))
         if not request.path.startswith("/v1/"):
             return Response("Not Found", status=404)
-        fault = self._take_fault(request.path)
-        if fault and fault.delay:
-            time.sleep(fault.delay)
-            fault = self._take_fault(request.path)
-        if fault and not fault.after:
-            return fault.response()
+        return self.with_faults(request.path, lambda: self._locked_api(request))
+
+    def _locked_api(self, request: Request) -> Response:
         with self.lock:
-            response = self._api(request)
-        return fault.response() if fault else response
+            return self._api(request)
 
     def _api(self, request: Request) -> Response:
         try:
@@ -741,13 +712,3 @@ class FakeRazorpay(FakeServer):
 
     # ---- webhook delivery ------------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, url, event, body, headers = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent_events.append(SentEvent(url, event, body, status, headers))

@@ -13,23 +13,19 @@ import hashlib
 import hmac
 import html
 import json
-import queue
 import re
 import secrets
 import string
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
-import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeServer
-from tests.fakes.server import Fault as _Fault
+from tests.fakes.server import FakeServer, Fault
 
 ALNUM = string.ascii_letters + string.digits
 UPPER = string.ascii_uppercase + string.digits
@@ -148,25 +144,8 @@ class FakeSquare(FakeServer):
         self.refunds: dict[str, dict] = {}
         self._short: dict[str, str] = {}  # short code of the link's URL -> link id
         self._idempotency: dict[tuple[str, str], tuple[dict, dict]] = {}
-        self._faults: list[_Fault] = []
-        self._outbox: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
 
-    # ---- lifecycle and test controls -------------------------------------------------------
-
-    def start(self) -> FakeSquare:
-        super().start()
-        self._worker = threading.Thread(target=self._deliver_loop, name="FakeSquare-webhooks",
-                                        daemon=True)
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        if self._worker is not None:
-            self._outbox.put(None)
-            self._worker.join(timeout=15)
-            self._worker = None
-        super().stop()
+    # ---- test controls ---------------------------------------------------------------------
 
     @property
     def location_id(self) -> str:
@@ -184,24 +163,18 @@ class FakeSquare(FakeServer):
         `after=True` does the work first and loses the answer.
         """
         if raw is not None:
-            self._faults.append(_Fault(path, status, raw, "text/html", after))
+            self.add_fault(Fault(path, status, raw, "text/html", after))
             return
         errors = errors or [error("API_ERROR", "INTERNAL_SERVER_ERROR",
                                   "An internal error has occurred.")]
-        self._faults.append(_Fault(path, status, json.dumps({"errors": errors}).encode(),
+        self.add_fault(Fault(path, status, json.dumps({"errors": errors}).encode(),
                                    after=after))
 
     def delay_next(self, seconds: float, *, path: str | None = None) -> None:
-        self._faults.append(_Fault(path, delay=seconds))
+        self.add_fault(Fault(path, delay=seconds))
 
     def wait_events(self, count: int, timeout: float = 5.0) -> list[SentEvent]:
-        deadline = time.monotonic() + timeout
-        while len(self.sent_events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with self.lock:
-            if len(self.sent_events) < count:
-                raise AssertionError(f"{len(self.sent_events)} of {count} webhooks sent")
-            return list(self.sent_events)
+        return self.wait_sent(self.sent_events, count, timeout, "webhooks")
 
     def send_event(self, kind: str, data_type: str, object_id: str, obj: dict) -> bytes:
         """Build, sign and queue an event to every subscription; return the exact body."""
@@ -210,13 +183,13 @@ class FakeSquare(FakeServer):
             "created_at": now_rfc3339(),
             "data": {"type": data_type, "id": object_id, "object": obj},
         }, separators=(",", ":")).encode()
-        due = time.monotonic() + self.webhook_delay
         for url, key in self.webhooks:
             headers = {"Content-Type": "application/json", "Square-Environment": "Sandbox",
                        "Square-Initial-Delivery-Timestamp": now_rfc3339(),
                        "Square-Retry-Number": "0",
                        "x-square-hmacsha256-signature": sign_webhook(key, url, body)}
-            self._outbox.put((due, url, kind, body, headers))
+            self.post_later(self.webhook_delay, url, body, headers, self.sent_events,
+                            partial(SentEvent, url, kind, body, headers=headers))
         return body
 
     def complete_refund(self, refund_id: str, ok: bool = True) -> dict:
@@ -239,15 +212,11 @@ class FakeSquare(FakeServer):
             return self._hosted_page(request, request.path[len("/u/"):])
         if not request.path.startswith("/v2/"):
             return Response("Not Found", status=404)
-        fault = self._take_fault(request.path)
-        if fault and fault.delay:
-            time.sleep(fault.delay)
-            fault = self._take_fault(request.path)
-        if fault and not fault.after:
-            return fault.response()
+        return self.with_faults(request.path, lambda: self._locked_api(request))
+
+    def _locked_api(self, request: Request) -> Response:
         with self.lock:
-            response = self._api(request)
-        return fault.response() if fault else response
+            return self._api(request)
 
     def _api(self, request: Request) -> Response:
         try:
@@ -578,13 +547,3 @@ class FakeSquare(FakeServer):
 
     # ---- webhook delivery ------------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
-        while (item := self._outbox.get()) is not None:
-            due, url, kind, body, headers = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent_events.append(SentEvent(url, kind, body, status, headers))

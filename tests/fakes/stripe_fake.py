@@ -294,7 +294,6 @@ class FakeStripe(FakeServer):
         self._delays: deque[float] = deque()
         self._saved: dict[tuple[str, str], Saved] = {}
         self._in_flight: set[tuple[str, str]] = set()
-        self._threads: list[threading.Thread] = []
 
     # test controls
     def add_webhook(self, url: str, secret: str) -> None:
@@ -315,15 +314,7 @@ class FakeStripe(FakeServer):
 
     def wait_for_events(self, count: int, timeout: float = 5.0) -> list[tuple]:
         """Wait until `count` webhook deliveries were made; return `sent_events`."""
-        deadline = time.monotonic() + timeout
-        while len(self.sent_events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return list(self.sent_events)
-
-    def stop(self) -> None:
-        for thread in list(self._threads):
-            thread.join(timeout=10)
-        super().stop()
+        return self.wait_sent(self.sent_events, count, timeout, None)
 
     # webhooks
     def send_event(self, event_type: str, obj: dict) -> bytes:
@@ -339,23 +330,19 @@ class FakeStripe(FakeServer):
             headers = {"Content-Type": "application/json; charset=utf-8",
                        "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
                        "Stripe-Signature": sign_stripe(secret, body, int(time.time()))}
-            try:
-                status = requests.post(url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = None
-            with self.lock:
-                self.sent_events.append((url, body, status))
+            status = self.post(url, body, headers)[0]
+            self.record(self.sent_events, (url, body, status))
         return body
 
     def _later(self, *steps) -> None:
-        """Run `(delay, function)` steps one after another in a background thread."""
-        def run():
-            for delay, function in steps:
-                time.sleep(delay)
+        """Run `(delay, function)` steps one after another on the outbox thread."""
+        if steps:
+            (delay, function), rest = steps[0], steps[1:]
+
+            def step():
                 function()
-        thread = threading.Thread(target=run, name="FakeStripe-webhooks", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+                self._later(*rest)
+            self.later(delay, step)
 
     # HTTP entry point
     def handle(self, request: Request) -> Response:

@@ -13,7 +13,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import gateways
 from gateways.base import EventStatus, GatewayError, UnknownStatus
 from gateways.paytabs import PayTabsGateway
 from portal.models import (
@@ -31,19 +30,13 @@ from portal.services.checkout import fetch_and_apply
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund, submit_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving, sign_in
+from tests.conftest import csrf_from, gateway_lab, serving, sign_in
 from tests.fakes.paytabs_fake import FakePayTabs, parse_return_form, sign_ipn, sign_return
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
 
 PROFILE_ID = 47170
 SERVER_KEY = "SRJN9NWB2K-JBD9GRNRH2-PORTALTEST"
 CREDENTIALS = {"profile_id": str(PROFILE_ID), "server_key": SERVER_KEY, "region": "KWT"}
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """PayTabs joins the registry for these tests only (the lead registers it for good)."""
-    monkeypatch.setitem(gateways.GATEWAYS, "paytabs", PayTabsGateway)
 
 
 @pytest.fixture
@@ -59,12 +52,7 @@ def live(app, paytabs):
         yield url
 
 
-@pytest.fixture
-def pt_lab(app, db, lab):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "paytabs", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+pt_lab = gateway_lab("paytabs", CREDENTIALS)
 
 
 def press_pay(base: str, token: str, **form) -> tuple[requests.Session, str]:
@@ -381,9 +369,7 @@ def test_a_refund_whose_answer_was_lost_is_not_made_twice(app, live, paytabs, pt
 def test_gateway_errors_reach_the_patient_as_a_clear_message(app, live, paytabs, lab, build,
                                                               db):
     wrong = "SRWRONGKEY-0000000000-NOTTHEKEY"
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "paytabs",
-                     {**CREDENTIALS, "server_key": wrong}, make_default=True)
-    db.commit()
+    build.connect(lab, "paytabs", {**CREDENTIALS, "server_key": wrong})
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text

@@ -9,7 +9,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import gateways
 from gateways.base import EventStatus, GatewayError, RefundRequest, UnknownStatus
 from gateways.pesopay import PesoPayGateway
 from portal.models import (
@@ -48,11 +47,6 @@ CREDENTIALS = {"merchant_id": MERCHANT_ID, "secure_hash_secret": SECURE_HASH_SEC
                "api_password": API_PASSWORD}
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(gateways.GATEWAYS, "pesopay", PesoPayGateway)
-
-
 @pytest.fixture
 def pesopay(app):
     with FakePesoPay(MERCHANT_ID, SECURE_HASH_SECRET, "SHA-256",
@@ -69,12 +63,9 @@ def live(app, pesopay):
 
 
 @pytest.fixture
-def pp_lab(app, db, build):
-    lab = build.lab("manila", name="Manila Diagnostics", currency="PHP")
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "pesopay", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+def pp_lab(build):
+    return build.lab("manila", name="Manila Diagnostics", currency="PHP", gateway="pesopay",
+                     credentials=CREDENTIALS)
 
 
 class FormReader(HTMLParser):

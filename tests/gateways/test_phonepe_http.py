@@ -14,7 +14,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import gateways
 from gateways.base import EventStatus, GatewayError, UnknownStatus
 from gateways.phonepe import TOKENS, PhonePeGateway
 from portal.models import (
@@ -31,7 +30,7 @@ from portal.services.checkout import fetch_and_apply
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund, submit_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving
+from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.phonepe_fake import FakePhonePe, callback_authorization
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
 from tests.gateways.test_stripe_http import press_pay, wait_for
@@ -46,8 +45,7 @@ AUTHORIZATION = callback_authorization(USERNAME, PASSWORD)
 
 
 @pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(gateways.GATEWAYS, "phonepe", PhonePeGateway)
+def no_cached_tokens():
     TOKENS.clear()
     yield
     TOKENS.clear()
@@ -67,12 +65,7 @@ def live(app, fake):
         yield url
 
 
-@pytest.fixture
-def pp_lab(app, db, lab):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "phonepe", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+pp_lab = gateway_lab("phonepe", CREDENTIALS)
 
 
 def only_payment(db, link) -> Payment:
@@ -382,9 +375,7 @@ def test_concurrent_calls_share_one_token_request(fake):
 def test_bad_keys_and_outages_reach_the_patient_as_a_clear_message(app, live, fake, lab, build,
                                                                     db):
     wrong = "pp-wrong-but-secret-0003"
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "phonepe",
-                     {**CREDENTIALS, "client_secret": wrong}, make_default=True)
-    db.commit()
+    build.connect(lab, "phonepe", {**CREDENTIALS, "client_secret": wrong})
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text

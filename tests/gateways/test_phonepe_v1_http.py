@@ -9,7 +9,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import gateways
 from gateways.base import GatewayError
 from gateways.phonepe_v1 import PhonePeV1Gateway
 from gateways.phonepe_v1.wire import checksum
@@ -28,7 +27,7 @@ from portal.models import (
 from portal.services.keys import save_credentials
 from portal.services.refunds import RefundNotAllowed, request_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving
+from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.phonepe_v1_fake import FakePhonePeV1, callback_body, x_verify
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
 from tests.gateways.test_sandbox_http import press_pay
@@ -38,11 +37,6 @@ SALT_KEY = "5a1t-k3y-0f-th3-lab-4c1d9e"
 OTHER_SALT = "an0ther-5a1t-0f-the-merchant"  # index 2 at PhonePe, not configured for the lab
 CREDENTIALS = {"merchant_id": MERCHANT_ID, "salt_key": SALT_KEY, "salt_index": "1"}
 WEBHOOK = "/payments/webhook/phonepe_v1"
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(gateways.GATEWAYS, "phonepe_v1", PhonePeV1Gateway)
 
 
 @pytest.fixture
@@ -58,12 +52,7 @@ def live(app, phonepe):
         yield url
 
 
-@pytest.fixture
-def pp_lab(app, db, lab):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "phonepe_v1", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+pp_lab = gateway_lab("phonepe_v1", CREDENTIALS)
 
 
 def only_payment(db, link) -> Payment:
@@ -360,9 +349,7 @@ def test_bad_keys_and_outages_reach_the_patient_as_a_clear_message(app, live, ph
                                                                     build, db):
     keys = app.config["PORTAL_ENCRYPTION_KEYS"]
     wrong = "a-wrong-but-secret-salt-value"
-    save_credentials(db, keys, lab, "phonepe_v1", {**CREDENTIALS, "salt_key": wrong},
-                     make_default=True)
-    db.commit()
+    build.connect(lab, "phonepe_v1", {**CREDENTIALS, "salt_key": wrong})
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text

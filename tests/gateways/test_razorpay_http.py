@@ -29,7 +29,7 @@ from portal.services.keys import save_credentials
 from portal.services.links import cancel_link
 from portal.services.refunds import RefundNotAllowed, request_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving
+from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.razorpay_fake import FakeRazorpay, sign_payment_link_return, sign_webhook
 from tests.gateways.test_sandbox_http import press_pay
 
@@ -53,12 +53,7 @@ def live(app, razorpay):
         yield url
 
 
-@pytest.fixture
-def rz_lab(app, db, lab):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "razorpay", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+rz_lab = gateway_lab("razorpay", CREDENTIALS)
 
 
 def only_payment(db, link) -> Payment:
@@ -259,9 +254,7 @@ def test_cancelling_the_link_cancels_it_at_razorpay(app, live, razorpay, rz_lab,
 
 def test_bad_keys_and_outages_reach_the_patient_as_a_clear_message(app, live, razorpay, lab,
                                                                     build, db):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "razorpay",
-                     {**CREDENTIALS, "key_secret": "a-wrong-secret-value"}, make_default=True)
-    db.commit()
+    build.connect(lab, "razorpay", {**CREDENTIALS, "key_secret": "a-wrong-secret-value"})
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text

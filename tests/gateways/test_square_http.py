@@ -8,7 +8,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import gateways
 from gateways.base import GatewayError, RefundRequest, UnknownStatus
 from gateways.square import SquareGateway
 from gateways.square.wire import split_checkout_id
@@ -27,7 +26,7 @@ from portal.services.keys import save_credentials
 from portal.services.links import cancel_link
 from portal.services.refunds import RefundNotAllowed, request_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving
+from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.square_fake import FakeSquare, sign_webhook
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
 from tests.gateways.test_stripe_http import press_pay, wait_for
@@ -37,11 +36,6 @@ LOCATION_ID = "LACMEMAIN0001"
 SIGNATURE_KEY = "sq-signature-key-4b2d9e0a"
 CREDENTIALS = {"access_token": ACCESS_TOKEN, "location_id": LOCATION_ID,
                "webhook_signature_key": SIGNATURE_KEY}
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(gateways.GATEWAYS, "square", SquareGateway)
 
 
 @pytest.fixture
@@ -59,13 +53,7 @@ def live(app, square):
         yield url
 
 
-@pytest.fixture
-def sq_lab(app, db, lab):
-    lab.currency = "USD"  # the currency of the Square location
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "square", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+sq_lab = gateway_lab("square", CREDENTIALS, currency="USD")  # the currency of the location
 
 
 def only_payment(db, link) -> Payment:
@@ -350,9 +338,7 @@ def test_a_paid_link_is_not_deleted(live, square, sq_lab, build, db):
 
 
 def test_a_currency_square_does_not_take_is_a_clear_error(live, square, lab, app, build, db):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "square", CREDENTIALS,
-                     make_default=True)  # the lab bills in INR; the Square location takes USD
-    db.commit()
+    build.connect(lab, "square", CREDENTIALS)  # the lab bills in INR; the location takes USD
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text
@@ -369,11 +355,8 @@ def test_a_currency_square_does_not_take_is_a_clear_error(live, square, lab, app
 
 def test_bad_token_and_outages_reach_the_patient_as_a_clear_message(app, live, square, lab,
                                                                      build, db):
-    lab.currency = "USD"
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "square",
-                     {**CREDENTIALS, "access_token": "EAAAl-wrong-but-secret-0003"},
-                     make_default=True)
-    db.commit()
+    build.connect(lab, "square", {**CREDENTIALS, "access_token": "EAAAl-wrong-but-secret-0003"},
+                  currency="USD")
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text
@@ -406,6 +389,7 @@ def test_bad_token_and_outages_reach_the_patient_as_a_clear_message(app, live, s
 
 def test_timeouts_are_bounded_and_retryable(square):
     gateway = SquareGateway(CREDENTIALS, api_base=square.url, timeout=(2.0, 0.3))
+    gateway.test_connection()  # the SDK's first call sets it up: seconds on a busy machine
     square.delay_next(1.5)
     started = time.monotonic()
     with pytest.raises(GatewayError) as caught:
@@ -439,11 +423,8 @@ def test_admin_tests_the_connection_and_sees_squares_own_error(admin_client, squ
 def test_square_secrets_stay_secret(app, square, lab, build, db, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     wrong = "EAAAl-wrong-but-secret-0004"
-    lab.currency = "USD"
     keys = app.config["PORTAL_ENCRYPTION_KEYS"]
-    save_credentials(db, keys, lab, "square", {**CREDENTIALS, "access_token": wrong},
-                     make_default=True)
-    db.commit()
+    build.connect(lab, "square", {**CREDENTIALS, "access_token": wrong}, currency="USD")
     square.refunds_settle_immediately = True
     pages = []
     with serving(app) as live:

@@ -26,7 +26,6 @@ from portal.models import (
     Payment,
     PaymentGatewayTransaction,
     PaymentStatus,
-    Refund,
     RefundStatus,
     Role,
     utcnow,
@@ -36,7 +35,7 @@ from portal.services.links import cancel_link
 from portal.services.profiles import charge_profile
 from portal.services.refunds import RefundNotAllowed, request_refund
 from portal.worker.runner import wait_idle
-from tests.conftest import csrf_from, serving, sign_in
+from tests.conftest import csrf_from, gateway_lab, serving, sign_in
 from tests.fakes.localstripe import register_webhook, start_localstripe
 from tests.fakes.stripe_fake import FakeStripe
 
@@ -68,12 +67,7 @@ def live(app, fake, localstripe):
         yield url
 
 
-@pytest.fixture
-def st_lab(app, db, lab):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "stripe", CREDENTIALS,
-                     make_default=True)
-    db.commit()
-    return lab
+st_lab = gateway_lab("stripe", CREDENTIALS)
 
 
 def press_pay(base: str, token: str, **form) -> tuple[requests.Session, str]:
@@ -293,10 +287,8 @@ def test_refund_events_settle_a_pending_refund(app, live, fake, st_lab, build, d
                   "payment_intent": payment.gateway_transaction_id, "status": "pending",
                   "metadata": {"reference": payment.reference}}
     fake.refunds["re_pending1"] = refund_obj  # the fake answers the refund as pending
-    refund = Refund(lab_id=payment.lab_id, payment_id=payment.id, reference="rfd_pending1",
-                    amount=20000, status=RefundStatus.PENDING, gateway_refund_id="re_pending1")
-    db.add(refund)
-    db.commit()
+    refund = build.refund(payment, 20000, reference="rfd_pending1",
+                          gateway_refund_id="re_pending1")
     fake.send_event("refund.updated", {**refund_obj, "status": "succeeded"})
     db.refresh(refund)
     assert refund.status == RefundStatus.SUCCEEDED
@@ -315,10 +307,7 @@ def test_cancelling_the_link_expires_the_open_session(app, live, fake, st_lab, b
 
 
 def test_gateway_errors_reach_patients_and_staff_clearly(app, live, fake, lab, build, db):
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "stripe",
-                     {**CREDENTIALS, "secret_key": "sk_test_wrongKeyForPortal777"},
-                     make_default=True)
-    db.commit()
+    build.connect(lab, "stripe", {**CREDENTIALS, "secret_key": "sk_test_wrongKeyForPortal777"})
     link = build.link(lab)
     browser = requests.Session()
     page = browser.get(f"{live}/pay/{link.token}").text

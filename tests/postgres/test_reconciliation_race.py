@@ -20,7 +20,7 @@ from portal.models import (
     SandboxCharge,
 )
 from portal.services.checkout import fetch_and_apply
-from tests.postgres.test_webhooks_concurrency import TIMEOUT, fresh, headers_for, pending_payment
+from tests.postgres.test_webhooks_concurrency import TIMEOUT, fresh, headers_for
 
 ROUNDS = 10
 
@@ -31,7 +31,7 @@ def test_late_webhook_racing_a_poll_gives_one_transition(pg_app, pg_build, pg_db
     cases = []
     for _ in range(ROUNDS):
         link = pg_build.link(lab, amount=123450)
-        payment = pending_payment(pg_db, link)
+        payment = pg_build.payment(link, status=PaymentStatus.PENDING)
         # The patient paid at the sandbox; its webhook is late and arrives as the poll runs.
         event_id = "evt_" + secrets.token_hex(8)
         pg_db.add(SandboxCharge(reference=payment.reference, status="succeeded",

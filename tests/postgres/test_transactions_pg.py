@@ -12,7 +12,8 @@ from sqlalchemy import event, text
 
 from portal.models import Lab, PaymentStatus
 from portal.services.transactions import Cursor, TransactionFilter, list_transactions
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD, Builder, csrf_from, make_app
+from tests.postgres.conftest import truncate_all
 
 PAYMENTS = 30_000
 END = "2026-11-26 12:00:00"
@@ -46,19 +47,45 @@ SEED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def seeded_ids(pg_database, tmp_path_factory) -> tuple[int, int]:
+    """Two labs, the first with 30,000 payments, the other with 3,000; statistics fresh.
+
+    Seeded once for the module: the tests here only read payments.
+    """
+    truncate_all(pg_database)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        app = make_app(tmp_path_factory.mktemp("seeded"), monkeypatch, pg_database)
+        engine = app.extensions["portal_db"].engine
+        session = app.extensions["portal_db"].session_factory()
+        try:
+            build = Builder(app, session)
+            ids = (build.lab("acme", name="Acme Diagnostics").id,
+                   build.lab("other", name="Other Labs").id)
+            with engine.begin() as conn:
+                for lab_id, count in zip(ids, (PAYMENTS, PAYMENTS // 10), strict=True):
+                    for statement in SEED:
+                        conn.execute(text(statement), {"lab": lab_id, "n": count, "end": END})
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        finally:
+            session.close()
+            engine.dispose()
+    return ids
+
+
 @pytest.fixture
-def seeded(pg_build, pg_db, pg_app):
-    """Two labs, the first with 30,000 payments, the other with 3,000; statistics fresh."""
-    lab = pg_build.lab("acme", name="Acme Diagnostics")
-    other = pg_build.lab("other", name="Other Labs")
-    with pg_app.extensions["portal_db"].engine.begin() as conn:
-        for lab_id, count in ((lab.id, PAYMENTS), (other.id, PAYMENTS // 10)):
-            for statement in SEED:
-                conn.execute(text(statement), {"lab": lab_id, "n": count, "end": END})
-    with pg_app.extensions["portal_db"].engine.connect().execution_options(
-            isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM ANALYZE")
-    return pg_db.get(Lab, lab.id), pg_db.get(Lab, other.id)
+def pg_app(tmp_path, monkeypatch, pg_database, seeded_ids):
+    """The app on the seeded database, which (unlike tests/postgres/conftest.py's) it keeps."""
+    app = make_app(tmp_path, monkeypatch, pg_database)
+    yield app
+    app.extensions["portal_db"].engine.dispose()
+
+
+@pytest.fixture
+def seeded(pg_db, seeded_ids):
+    lab_id, other_id = seeded_ids
+    return pg_db.get(Lab, lab_id), pg_db.get(Lab, other_id)
 
 
 def page_plan(pg_app, pg_db, lab, f, cursor=None) -> str:

@@ -24,15 +24,6 @@ SECRET = "whsec_test_sandbox"  # what Builder.lab stores as the lab's sandbox se
 TIMEOUT = 30
 
 
-def pending_payment(session, link: OnlinePayment) -> Payment:
-    payment = Payment(lab_id=link.lab_id, online_payment_id=link.id,
-                      reference="pay_" + secrets.token_hex(12), amount=link.amount,
-                      currency=link.currency, gateway="sandbox", status=PaymentStatus.PENDING)
-    session.add(payment)
-    session.commit()
-    return payment
-
-
 def post_all_at_once(url: str, requests_to_send: list[tuple[bytes, dict]]) -> list:
     """POSTs every (body, headers) from its own thread, all released by one barrier."""
     barrier = threading.Barrier(len(requests_to_send))
@@ -60,7 +51,7 @@ def fresh(session, model, id_):
 def test_twenty_identical_webhooks_concurrently(pg_build, pg_db, live_server):
     lab = pg_build.lab()
     link = pg_build.link(lab, amount=123450)
-    payment = pending_payment(pg_db, link)
+    payment = pg_build.payment(link, status=PaymentStatus.PENDING)
     event_id = "evt_" + secrets.token_hex(8)
     body = build_event(event_id, True, payment.reference, link.amount, "INR")
     headers = headers_for(body)
@@ -103,7 +94,7 @@ def test_twenty_identical_webhooks_concurrently(pg_build, pg_db, live_server):
 def test_distinct_events_for_same_payment_race(pg_build, pg_db, live_server):
     lab = pg_build.lab()
     link = pg_build.link(lab, amount=99900)
-    payment = pending_payment(pg_db, link)
+    payment = pg_build.payment(link, status=PaymentStatus.PENDING)
     event_ids = [f"evt_{i}_{secrets.token_hex(6)}" for i in range(10)]
     sends = []
     for event_id in event_ids:
@@ -136,7 +127,7 @@ def test_distinct_events_for_same_payment_race(pg_build, pg_db, live_server):
 def test_bad_signature_changes_nothing(pg_build, pg_db, live_server):
     lab = pg_build.lab()
     link = pg_build.link(lab)
-    payment = pending_payment(pg_db, link)
+    payment = pg_build.payment(link, status=PaymentStatus.PENDING)
     body = build_event("evt_" + secrets.token_hex(8), True, payment.reference, link.amount,
                        "INR")
 

@@ -23,7 +23,6 @@ from portal.models import (
     PaymentStatus,
     utcnow,
 )
-from portal.services.keys import save_credentials
 from tests.conftest import csrf_from
 from tests.fakes.localstripe import start_localstripe
 
@@ -390,10 +389,8 @@ def localstripe():
 
 def test_charge_and_delete_at_localstripe(app, staff_client, localstripe, build, lab, db):
     app.config["PORTAL_STRIPE_API_BASE"] = localstripe
-    save_credentials(db, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "stripe",
-                     {"secret_key": STRIPE_KEY, "publishable_key": "pk_test_x",
-                      "webhook_secret": "whsec_customers_test"}, make_default=True)
-    db.commit()
+    build.connect(lab, "stripe", {"secret_key": STRIPE_KEY, "publishable_key": "pk_test_x",
+                                  "webhook_secret": "whsec_customers_test"})
     client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": localstripe})
     customer = client.v1.customers.create(params={"name": "Asha Rao"})
     method = client.v1.payment_methods.create(params={"type": "card", "card": {

@@ -17,7 +17,6 @@ from portal.models import (
     RefundStatus,
     Role,
     SandboxCharge,
-    utcnow,
 )
 from portal.services.refunds import DEFAULT_REFUND_REASONS
 from portal.tokens import new_reference
@@ -28,11 +27,8 @@ def paid_payment(build, db, lab, *, amount: int = 123450, gateway: str = "sandbo
                  method: str | None = None) -> Payment:
     """A link paid in full by one payment; for the sandbox, its charge on the gateway's side."""
     link = build.link(lab, amount=amount)
-    payment = Payment(lab_id=lab.id, online_payment_id=link.id, reference=new_reference(),
-                      amount=amount, currency=link.currency, gateway=gateway, method=method,
-                      status=PaymentStatus.SUCCEEDED, succeeded_at=utcnow(),
-                      gateway_transaction_id=f"sbx_evt_{secrets.token_hex(6)}")
-    db.add(payment)
+    payment = build.payment(link, gateway=gateway, method=method,
+                            gateway_transaction_id=f"sbx_evt_{secrets.token_hex(6)}")
     link.amount_paid, link.status = amount, LinkStatus.PAID
     if gateway == "sandbox":
         db.add(SandboxCharge(reference=payment.reference, status="succeeded", amount=amount,
@@ -288,10 +284,8 @@ def test_staff_see_refunds_but_no_form_and_get_403(live, build, lab, staff_clien
     lab.refund_approval_threshold = 0
     db.commit()
     payment = paid_payment(build, db, lab)
-    held = Refund(lab_id=lab.id, payment_id=payment.id, reference=new_reference("rfd"),
-                  amount=1000, reason="Billing error", status=RefundStatus.AWAITING_APPROVAL)
-    db.add(held)
-    db.commit()
+    held = build.refund(payment, 1000, reason="Billing error",
+                        status=RefundStatus.AWAITING_APPROVAL)
     page = staff_client.get(f"/transactions/{payment.id}").get_data(as_text=True)
     assert "Refunds" in page and "Billing error" in page and "Awaiting approval" in page
     assert 'name="refund_amount"' not in page and "/refund" not in page
@@ -310,10 +304,7 @@ def test_staff_see_refunds_but_no_form_and_get_403(live, build, lab, staff_clien
 def test_another_labs_payment_and_refund_are_not_found(live, build, lab, admin_client, db):
     other = build.lab("other")
     payment = paid_payment(build, db, other)
-    held = Refund(lab_id=other.id, payment_id=payment.id, reference=new_reference("rfd"),
-                  amount=1000, status=RefundStatus.AWAITING_APPROVAL)
-    db.add(held)
-    db.commit()
+    held = build.refund(payment, 1000, status=RefundStatus.AWAITING_APPROVAL)
     token = csrf_from(admin_client.get("/").get_data(as_text=True))
     for url in (f"/transactions/{payment.id}/refund", f"/refunds/{held.id}/approve",
                 f"/refunds/{held.id}/reject"):
