@@ -79,7 +79,8 @@ def to_decimal(minor: int, currency: str) -> Decimal:
 
 def format_money(minor: int, currency: str, locale: str = "en_IN") -> str:
     """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'; in ar,
-    1500 BHD -> '‏1.500 د.ب.‏': the locale's own pattern, always the currency's ISO digits."""
+    1500 BHD -> '1.500 د.ب.' between right-to-left marks: the locale's own pattern, always the
+    currency's ISO digits."""
     pattern = _with_digits(_locale(locale).currency_formats["standard"], exponent(currency))
     text = format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
                            format=pattern, currency_digits=False, decimal_quantization=True,

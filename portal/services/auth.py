@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -14,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..models import LoginThrottle, User, utcnow
 
+log = logging.getLogger(__name__)
+
 # Production hashes with argon2-cffi's RFC 9106 low-memory profile (Argon2id). The test suite
 # sets PORTAL_ARGON2_PROFILE=cheap-for-tests: same salt and hash lengths, a fraction of the work.
 ARGON2_PROFILES = {
@@ -23,10 +28,13 @@ ARGON2_PROFILES = {
 }
 
 
-def password_hasher(environ=os.environ) -> PasswordHasher:
+def password_hasher(environ: Mapping[str, str] = os.environ) -> PasswordHasher:
     name = environ.get("PORTAL_ARGON2_PROFILE", "rfc-9106-low-memory")
     if name not in ARGON2_PROFILES:
         raise RuntimeError(f"PORTAL_ARGON2_PROFILE must be one of {sorted(ARGON2_PROFILES)}")
+    if name == "cheap-for-tests" and "pytest" not in sys.modules:
+        log.warning("PORTAL_ARGON2_PROFILE=cheap-for-tests: passwords are hashed with test "
+                    "parameters; never use it for real accounts")
     return PasswordHasher.from_parameters(ARGON2_PROFILES[name])
 
 
