@@ -18,6 +18,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
+from .i18n import page_context  # the page's language from the request alone: no database
+
 MAX_ROW_ID = 2**31 - 1  # the largest id an INTEGER primary key can hold (PostgreSQL)
 MAX_JSON_DEPTH = 64  # gateways' events nest under ten levels; the API's bodies three
 MAX_JSON_NUMBER = 2**63 - 1
@@ -220,5 +222,5 @@ def plain_page(template: str, status: int, **context) -> Response:
     """A page rendered without the context processors: Flask-Login's loads the signed-in user
     (from the database, which may be down; with its session check, which a refused request
     must not trip). It needs neither a user nor a lab and is the same for everyone."""
-    html = current_app.jinja_env.get_template(template).render(**context)
+    html = current_app.jinja_env.get_template(template).render(**page_context(), **context)
     return Response(html, status, mimetype="text/html")

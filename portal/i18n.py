@@ -277,8 +277,11 @@ def init_app(app) -> None:
     app.jinja_env.install_gettext_callables(gettext=gettext, ngettext=ngettext, newstyle=True)
     app.jinja_env.globals.update(lang_url=lang_url, bdi=bdi)
 
-    @app.context_processor
-    def page_language():
-        code = current()
-        return {"page_language": code, "page_dir": "rtl" if is_rtl(code) else None,
-                "languages": LANGUAGES}
+    app.context_processor(page_context)
+
+
+def page_context() -> dict[str, object]:
+    """What every page's template needs to speak its language (lang, dir, the menu)."""
+    code = current()
+    return {"page_language": code, "page_dir": "rtl" if is_rtl(code) else None,
+            "languages": LANGUAGES}

@@ -30,6 +30,7 @@ MIN_SECRET_LENGTH = 6  # shorter values ("1", "test", "INR") are not worth break
 MASKED = "[masked]"
 SECRET_NAME = re.compile(
     r"(?:^|_|PG)(TOKEN|KEYS?|SECRETS?|PASSWORDS?|PASSWD|PASS|PWD|CREDENTIALS?)$", re.IGNORECASE)
+NOT_SECRET_NAMES = frozenset({"PWD", "OLDPWD"})  # the shell's working folders, not passwords
 URL_NAME = re.compile(r"(_URL|_URI|_DSN)$", re.IGNORECASE)
 SECRET_QUERY_PARAM = re.compile(r"key|token|secret|pass|pwd|auth|sig", re.IGNORECASE)
 # A key's published kind (Stripe's, Razorpay's), kept in front of the mask of a long key.
@@ -136,7 +137,7 @@ def settings_secrets(settings: Mapping[str, object]) -> list[str]:
         for item in values:
             if not isinstance(item, str) or not item:
                 continue
-            if SECRET_NAME.search(name):
+            if SECRET_NAME.search(name) and name.upper() not in NOT_SECRET_NAMES:
                 found += item.split(",") if name.upper().endswith("KEYS") else [item]
                 scheme = SCHEME_VALUE.match(item)  # "Bearer <key>": the key alone shows too
                 found += [scheme.group(1)] if scheme else []

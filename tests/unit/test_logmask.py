@@ -152,6 +152,9 @@ def test_settings_secrets_by_name_and_in_urls():
                                     ) == ["new-fernet-key", "old-fernet-key"]
     assert logmask.settings_secrets({"PGPASSWORD": "pg-password", "MONKEY": "not-a-secret",
                                      "BYPASS": "not-a-secret"}) == ["pg-password"]
+    # The shell's working folder is no password: masking it would hide every path in a traceback.
+    assert logmask.settings_secrets({"PWD": "/srv/portal", "OLDPWD": "/root",
+                                     "DB_PWD": "db-pwd-secret"}) == ["db-pwd-secret"]
 
 
 def test_install_learns_environment_and_config(registry, monkeypatch):

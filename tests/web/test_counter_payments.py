@@ -190,5 +190,5 @@ def test_needs_a_signed_in_user_and_csrf(client, staff_client, build, lab, db):
     token = csrf_from(anonymous.get("/login").get_data(as_text=True))
     response = anonymous.post(f"/links/{link.id}/counter-payment",
                               data={**form, "csrf_token": token})
-    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert response.status_code == 303 and "/login" in response.headers["Location"]
     assert payments_of(db, link.id) == []
