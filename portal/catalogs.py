@@ -22,7 +22,9 @@ POT = i18n.TRANSLATIONS / "messages.pot"
 STAFF_POT = i18n.TRANSLATIONS / "staff.pot"
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None, "lazy_gettext": None,
             "gettext_in": (2,), "ngettext_in": (2, 3)}
-STAFF_KEYWORDS = {"staff_gettext": None, "staff_ngettext": (1, 2), "staff_lazy_gettext": None}
+# Staff code imports them as `_s` (now) and `_l` (lazy: form labels); patients' never so.
+STAFF_KEYWORDS = {"staff_gettext": None, "staff_ngettext": (1, 2), "staff_lazy_gettext": None,
+                  "_s": None, "_l": None}
 TEMPLATE_KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2)}
 # Templates a patient reads (patient domain, messages.pot); every other template is a staff page.
 PATIENT_TEMPLATES = ("pay/**.html", "sandbox/**.html", "notifications/**.html",

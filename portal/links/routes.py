@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 from .. import i18n
 from ..edge import row_id
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import LinkStatus, utcnow
 from ..services.keys import is_configured
 from ..services.links import (
@@ -104,7 +105,7 @@ def cancel(link_id: int):
         flash(str(exc), "error")
     else:
         session.commit()
-        flash("The link is cancelled. The patient can no longer pay it.", "success")
+        flash(_s("The link is cancelled. The patient can no longer pay it."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)
 
 

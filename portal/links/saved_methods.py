@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import CustomerPaymentProfile
 from ..services.links import get_link
 from ..services.profiles import ProfileError, charge_profile, delete_profile
@@ -33,11 +34,11 @@ def charge_saved_method(link_id: int, profile_id: int):
         flash(f"The saved card was not charged: {exc}", "error")
     else:
         if payment.status.value == "succeeded":
-            flash("The saved card was charged.", "success")
+            flash(_s("The saved card was charged."), "success")
         elif payment.status.value == "failed":
             flash(f"The saved card was declined: {payment.failure_reason}", "error")
         else:
-            flash("The charge is being processed by the gateway.", "success")
+            flash(_s("The charge is being processed by the gateway."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)
 
 
@@ -56,5 +57,5 @@ def delete_saved_method(link_id: int, profile_id: int):
         session.rollback()
         flash(f"The saved card was not removed: {exc}", "error")
     else:
-        flash("The saved card was removed here and at the gateway.", "success")
+        flash(_s("The saved card was removed here and at the gateway."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)

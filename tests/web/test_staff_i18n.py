@@ -85,7 +85,7 @@ def test_every_staff_page_is_marked_for_translation(app, client, build, lab, db,
     pages.update({"/login": signed_out.get("/login"),
                   "/invite": signed_out.get("/invite?token=nope")})
     pages["404"] = client.get("/links/999999")
-    assert "/admin/users/%d" % other.id in pages and "/" in pages
+    assert f"/admin/users/{other.id}" in pages and "/" in pages
 
     escaped = {}
     for path, response in pages.items():
