@@ -7,7 +7,6 @@ from flask_login import current_user, login_required
 from ..admin.user_forms import ChangePasswordForm, SetPasswordForm
 from ..extensions import db_session
 from ..i18n import staff_gettext as _s
-from ..i18n import staff_lazy_gettext as _l
 from ..models import utcnow
 from ..services import staff_sessions, users
 from ..services.auth import verify_password
@@ -42,9 +41,9 @@ def accept_invite():
                                   request.args.get("token", ""))
     if user is None:
         return render_template(
-            "errors/error.html", code=410, title="This invitation link cannot be used",
-            message=_l("It has expired or has been used already. Ask an admin of your lab for a "
-                    "new one.")), 410
+            "errors/error.html", code=410, title=_s("This invitation link cannot be used"),
+            message=_s("It has expired or has been used already. Ask an admin of your lab for "
+                       "a new one.")), 410
     form = SetPasswordForm()
     if form.validate_on_submit():
         try:
