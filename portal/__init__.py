@@ -85,14 +85,18 @@ _wants_json = edge.wants_json
 
 
 def _error_pages(app: Flask) -> None:
+    from .i18n import staff_gettext
+
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
         if _wants_json():
             return jsonify(error={"code": "csrf_failed", "message": exc.description}), 400
         if request.path.startswith(("/pay/", "/sandbox/")):
             return render_template("pay/form_expired.html"), 400
-        return render_template("errors/error.html", code=400, title="This form has expired",
-                               message="Please go back, reload the page and try again."), 400
+        return render_template("errors/error.html", code=400,
+                               title=staff_gettext("This form has expired"),
+                               message=staff_gettext("Please go back, reload the page and try "
+                                                     "again.")), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -103,7 +107,8 @@ def _error_pages(app: Flask) -> None:
             return render_template("pay/not_found.html"), 404  # the patient's own words
         if _for_patient():
             return _patient_error(exc.code), exc.code
-        titles = {403: "You do not have access to this page", 404: "Page not found"}
+        titles = {403: staff_gettext("You do not have access to this page"),
+                  404: staff_gettext("Page not found")}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),
                                message=exc.description if exc.code not in titles else None
@@ -118,8 +123,9 @@ def _error_pages(app: Flask) -> None:
                                   "message": "Something went wrong on our side."}), 500
         if _for_patient():
             return _patient_error(500), 500
-        return render_template("errors/error.html", code=500, title="Something went wrong",
-                               message="Please try again in a minute."), 500
+        return render_template("errors/error.html", code=500,
+                               title=staff_gettext("Something went wrong"),
+                               message=staff_gettext("Please try again in a minute.")), 500
 
 
 def _for_patient() -> bool:

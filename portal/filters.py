@@ -9,19 +9,20 @@ from babel import Locale
 from babel.dates import format_date, format_datetime, format_time, get_timezone_name
 
 from . import i18n
+from .i18n import staff_lazy_gettext as _l
 from .money import format_money
 
 STATUS_LABELS = {
-    "created": "Awaiting payment",
-    "partially_paid": "Partly paid",
-    "paid": "Paid",
-    "expired": "Expired",
-    "cancelled": "Cancelled",
-    "pending": "Processing",
-    "succeeded": "Succeeded",
-    "failed": "Failed",
-    "partially_refunded": "Partly refunded",
-    "refunded": "Refunded",
+    "created": _l("Awaiting payment"),
+    "partially_paid": _l("Partly paid"),
+    "paid": _l("Paid"),
+    "expired": _l("Expired"),
+    "cancelled": _l("Cancelled"),
+    "pending": _l("Processing"),
+    "succeeded": _l("Succeeded"),
+    "failed": _l("Failed"),
+    "partially_refunded": _l("Partly refunded"),
+    "refunded": _l("Refunded"),
 }
 
 
@@ -60,7 +61,7 @@ def patient_time(value: datetime | None, lab) -> str:
 
 
 def status_label(status: str) -> str:
-    return STATUS_LABELS.get(str(status), str(status).replace("_", " ").capitalize())
+    return str(STATUS_LABELS.get(str(status), str(status).replace("_", " ").capitalize()))
 
 
 def init_app(app) -> None:

@@ -208,11 +208,53 @@ def is_patient_page() -> bool:
 
 
 def gettext(message: str, **variables) -> str:
+    """`_()` of the templates: the staff domain on staff pages, else the patient's language."""
+    if is_staff_page():
+        return staff_gettext(message, **variables)
     return gettext_in(current(), message, **variables)
 
 
 def ngettext(singular: str, plural: str, n: int, **variables) -> str:
+    if is_staff_page():
+        return staff_ngettext(singular, plural, n, **variables)
     return ngettext_in(current(), singular, plural, n, **variables)
+
+
+# --- the staff domain --------------------------------------------------------------------------
+# Staff pages speak English for now, but their texts are marked (translations/staff.pot, kept
+# apart from the patient catalogs) so that a staff language is only a catalog away.
+
+def is_staff_page() -> bool:
+    """A staff page's request: not a patient page, and no patient's language chosen for it
+    (a slip or a message rendered `speaking` the link's language stays the patient's)."""
+    return (has_request_context() and _speaking.get() is None and g.get("language") is None
+            and not is_patient_page())
+
+
+def staff_translations() -> NullTranslations:
+    """English, the source (identity); the pseudo-locale with the I18N_STAFF_PSEUDO setting."""
+    from flask import current_app
+
+    if has_request_context() and current_app.config.get("I18N_STAFF_PSEUDO"):
+        return PseudoTranslations()
+    return NullTranslations()
+
+
+def staff_gettext(message: str, **variables) -> str:
+    text = staff_translations().gettext(message)
+    return text % variables if variables else text
+
+
+def staff_ngettext(singular: str, plural: str, n: int, **variables) -> str:
+    text = staff_translations().ngettext(singular, plural, n)
+    return text % {"num": n, **variables}
+
+
+def staff_lazy_gettext(message: str, **variables):
+    """Form labels and other module-level staff texts: translated when shown."""
+    from babel.support import LazyProxy
+
+    return LazyProxy(staff_gettext, message, enable_cache=False, **variables)
 
 
 def lazy_gettext(message: str):
@@ -272,9 +314,17 @@ def bdi(value: object, ltr: bool = False) -> Markup:
     return Markup('<bdi dir="ltr">%s</bdi>' if ltr else "<bdi>%s</bdi>") % (value,)  # nosec B704
 
 
+def _template_ngettext(singular: str, plural: str, n: int) -> str:
+    """Jinja formats the text itself (with `num` and the other variables): no formatting here."""
+    if is_staff_page():
+        return staff_translations().ngettext(singular, plural, n)
+    return translations(current()).ngettext(singular, plural, n)
+
+
 def init_app(app) -> None:
     app.jinja_env.add_extension("jinja2.ext.i18n")
-    app.jinja_env.install_gettext_callables(gettext=gettext, ngettext=ngettext, newstyle=True)
+    app.jinja_env.install_gettext_callables(gettext=gettext, ngettext=_template_ngettext,
+                                            newstyle=True)
     app.jinja_env.globals.update(lang_url=lang_url, bdi=bdi)
 
     app.context_processor(page_context)

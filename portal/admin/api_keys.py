@@ -4,6 +4,7 @@ from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..services import api_keys
 from ..tenancy import admin_required, client_ip, current_lab
 from . import bp
@@ -43,5 +44,6 @@ def api_key_revoke(key_id: int):
     row = api_keys.revoke_api_key(session, current_user.lab_id, key_id,
                                   actor_id=current_user.id, ip=client_ip()) or abort(404)
     session.commit()
-    flash(f"Key {row.prefix} ({row.name}) is revoked: requests with it are refused.", "success")
+    flash(_s("Key %(prefix)s (%(name)s) is revoked: requests with it are refused.",
+             prefix=row.prefix, name=row.name), "success")
     return redirect(url_for("admin.api_keys_index"), 303)

@@ -8,6 +8,7 @@ from wtforms.validators import Length, Optional
 
 from gateways.base import Gateway
 
+from ..i18n import staff_lazy_gettext as _l
 from ..models import GatewayMode
 
 
@@ -15,8 +16,8 @@ def gateway_form(cls: type[Gateway], stored: dict[str, str] | None, formdata=Non
     """A form class with one field per credential; secrets are never rendered back."""
 
     class GatewayKeysForm(FlaskForm):
-        mode = SelectField("Mode", choices=[m.value for m in GatewayMode])
-        make_default = BooleanField("Use this gateway for new payment links", default=True)
+        mode = SelectField(_l("Mode"), choices=[m.value for m in GatewayMode])
+        make_default = BooleanField(_l("Use this gateway for new payment links"), default=True)
 
     for spec in cls.credential_fields:
         kwargs = {"validators": [Optional(), Length(max=4096)], "description": spec.help}

@@ -5,6 +5,7 @@ from flask_login import current_user
 
 from ..edge import row_id
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..services import inbox
 from ..tenancy import admin_required, client_ip, current_lab
 from . import bp
@@ -31,7 +32,9 @@ def fetch_status(payment_id: int):
         outcome = inbox.fetch_now(session, current_app.config, payment,
                                   user_id=current_user.id, ip=client_ip())
     except inbox.FetchFailed as exc:
-        flash(f"Could not ask the gateway about {payment.reference}: {exc}", "error")
+        flash(_s("Could not ask the gateway about %(reference)s: %(error)s",
+                 reference=payment.reference, error=exc), "error")
     else:
-        flash(f"Asked the gateway about {payment.reference}: {outcome}.", "success")
+        flash(_s("Asked the gateway about %(reference)s: %(outcome)s.",
+                 reference=payment.reference, outcome=outcome), "success")
     return redirect(url_for("admin.webhooks"), 303)

@@ -8,6 +8,8 @@ from flask_login import current_user
 from werkzeug.datastructures import CombinedMultiDict
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
+from ..i18n import staff_lazy_gettext as _l
 from ..models import Lab
 from ..services import lab_settings
 from ..tenancy import admin_required, client_ip, current_lab
@@ -15,11 +17,12 @@ from . import bp
 from .lab_forms import LabForm
 
 FIELD_LABELS = {
-    "name": "name", "currency": "currency", "timezone": "time zone",
-    "locale": "number and date format", "default_language": "patients' language",
-    "default_expiry_hours": "link expiry", "reminder_hours_before": "reminders",
-    "refund_approval_threshold": "refund approval amount", "refund_reasons": "refund reasons",
-    "brand_color": "brand colour", "logo_sha256": "logo",
+    "name": _l("name"), "currency": _l("currency"), "timezone": _l("time zone"),
+    "locale": _l("number and date format"), "default_language": _l("patients' language"),
+    "default_expiry_hours": _l("link expiry"), "reminder_hours_before": _l("reminders"),
+    "refund_approval_threshold": _l("refund approval amount"),
+    "refund_reasons": _l("refund reasons"), "brand_color": _l("brand colour"),
+    "logo_sha256": _l("logo"),
 }
 
 
@@ -39,10 +42,10 @@ def lab_settings_page():
                                           logo=form.new_logo)
         session.commit()
         if changed:
-            flash("Lab settings saved: " + ", ".join(FIELD_LABELS[f] for f in changed) + ".",
-                  "success")
+            flash(_s("Lab settings saved: %(fields)s.",
+                     fields=", ".join(str(FIELD_LABELS[f]) for f in changed)), "success")
         else:
-            flash("Nothing to save: the settings are unchanged.", "success")
+            flash(_s("Nothing to save: the settings are unchanged."), "success")
         return redirect(url_for("admin.lab_settings_page"), 303)
     status = 422 if request.method == "POST" else 200
     return render_template("admin/lab.html", lab=lab, form=form), status

@@ -8,6 +8,8 @@ from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAr
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, ValidationError
 
 from .. import i18n
+from ..i18n import staff_gettext as _s
+from ..i18n import staff_lazy_gettext as _l
 from ..models import Lab
 from ..money import MoneyError, is_known_currency, major_string, parse_amount
 from ..services import lab_settings
@@ -25,57 +27,57 @@ def _checked(check):
 
 
 class LabForm(FlaskForm):
-    name = StringField("Lab name", validators=[
-        DataRequired(message="Enter the lab's name."), Length(max=200)],
-        description="Shown to patients on the pay page, in messages and receipts.")
-    currency = StringField("Currency", validators=[
-        DataRequired(message="Enter a currency code."), Length(max=3)],
-        description="The three-letter ISO 4217 code of new links, for example INR, AED or "
-                    "USD. Links already made keep their own currency.")
-    timezone = SelectField("Time zone", choices=[], validate_choice=False,
-                           description="Times on every page and message are shown in it.")
+    name = StringField(_l("Lab name"), validators=[
+        DataRequired(message=_l("Enter the lab's name.")), Length(max=200)],
+        description=_l("Shown to patients on the pay page, in messages and receipts."))
+    currency = StringField(_l("Currency"), validators=[
+        DataRequired(message=_l("Enter a currency code.")), Length(max=3)],
+        description=_l("The three-letter ISO 4217 code of new links, for example INR, AED or "
+                    "USD. Links already made keep their own currency."))
+    timezone = SelectField(_l("Time zone"), choices=[], validate_choice=False,
+                           description=_l("Times on every page and message are shown in it."))
     locale = SelectField(
-        "Number and date format", choices=[], validate_choice=False,
-        description="How amounts and dates are written, for example English (India) groups "
+        _l("Number and date format"), choices=[], validate_choice=False,
+        description=_l("How amounts and dates are written, for example English (India) groups "
                     "amounts in lakhs: ₹1,23,450.00. Patients reading another language get "
-                    "that language's format for the same country.")
+                    "that language's format for the same country."))
     default_language = SelectField(
-        "Patients' language", choices=i18n.staff_choices(), validate_choice=False,
-        description="New links, their messages and pages start in this language; staff can "
-                    "choose another per link, and patients can switch on the page.")
+        _l("Patients' language"), choices=i18n.staff_choices(), validate_choice=False,
+        description=_l("New links, their messages and pages start in this language; staff can "
+                    "choose another per link, and patients can switch on the page."))
     default_expiry_hours = IntegerField(
-        "Links expire after (hours)",
-        validators=[InputRequired(message="Enter a number of hours."),
+        _l("Links expire after (hours)"),
+        validators=[InputRequired(message=_l("Enter a number of hours.")),
                     NumberRange(min=1, max=lab_settings.MAX_EXPIRY_HOURS,
                                 message=f"Enter 1 to {lab_settings.MAX_EXPIRY_HOURS} hours "
                                         "(90 days).")],
-        description="The expiry a new link starts with; staff can change it per link.")
+        description=_l("The expiry a new link starts with; staff can change it per link."))
     reminder_hours = StringField(
-        "Remind the patient, hours before the link expires",
+        _l("Remind the patient, hours before the link expires"),
         validators=[Length(max=50), _checked(lab_settings.parse_reminder_hours)],
-        description="For example “24, 2”; at most three. Leave empty for no reminders. "
-                    "The same setting as on the Messages page.")
+        description=_l("For example “24, 2”; at most three. Leave empty for no reminders. "
+                    "The same setting as on the Messages page."))
     refund_threshold = StringField(
-        "Refunds above this amount need a second person",
+        _l("Refunds above this amount need a second person"),
         validators=[Length(max=30)],
-        description="In the lab's currency, for example 5000. An admin other than the one who "
-                    "asked must approve a larger refund. Leave empty: no approval needed.")
+        description=_l("In the lab's currency, for example 5000. An admin other than the one who "
+                    "asked must approve a larger refund. Leave empty: no approval needed."))
     refund_reasons = TextAreaField(
-        "Refund reasons", validators=[Length(max=5000),
+        _l("Refund reasons"), validators=[Length(max=5000),
                                       _checked(lab_settings.parse_refund_reasons)],
-        description="One a line, offered when staff refund, for example “Test cancelled”.")
+        description=_l("One a line, offered when staff refund, for example “Test cancelled”."))
     brand_color = StringField(
-        "Brand colour", validators=[Length(max=7), _checked(lab_settings.check_brand_color)],
-        description="For the pay page's header and Pay button, as #rrggbb, for example "
+        _l("Brand colour"), validators=[Length(max=7), _checked(lab_settings.check_brand_color)],
+        description=_l("For the pay page's header and Pay button, as #rrggbb, for example "
                     "#0b5cad. White text must stay readable on it (contrast at least 4.5:1). "
-                    "Leave empty for the portal's blue.")
+                    "Leave empty for the portal's blue."))
     logo = FileField(
-        "Logo",
+        _l("Logo"),
         description=f"A PNG, JPEG or WebP image of at most {MAX_LOGO_BYTES // 1024} KB (not "
                     "SVG), shown instead of the lab's name at the top of the pay page. "
                     "The portal keeps it and serves it itself. Choose no file to keep the "
                     "current logo.")
-    remove_logo = BooleanField("Remove logo (show the lab's name instead)")
+    remove_logo = BooleanField(_l("Remove logo (show the lab's name instead)"))
 
     def __init__(self, *args, current_timezone: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,12 +108,12 @@ class LabForm(FlaskForm):
     def validate_currency(self, field):
         field.data = (field.data or "").strip().upper()
         if not is_known_currency(field.data):
-            raise ValidationError("Enter a three-letter ISO 4217 currency code, for example "
-                                  "INR.")
+            raise ValidationError(_s("Enter a three-letter ISO 4217 currency code, for example "
+                                  "INR."))
 
     def validate_timezone(self, field):
         if field.data not in self.timezone.choices:
-            raise ValidationError("Choose a time zone from the list, for example Asia/Kolkata.")
+            raise ValidationError(_s("Choose a time zone from the list, for example Asia/Kolkata."))
 
     def validate_locale(self, field):
         if field.data and field.data not in self.locale.choices:
@@ -126,7 +128,7 @@ class LabForm(FlaskForm):
         if upload is None or isinstance(upload, str) or not upload.filename:
             return  # no file chosen: the logo stays as it is
         if self.remove_logo.data:
-            raise ValidationError("Either choose a new logo or tick “Remove logo”, not both.")
+            raise ValidationError(_s("Either choose a new logo or tick “Remove logo”, not both."))
         try:
             self.new_logo = lab_settings.check_logo(upload.stream.read(MAX_LOGO_BYTES + 1))
         except SettingsError as exc:
@@ -138,7 +140,7 @@ class LabForm(FlaskForm):
             self.threshold_minor = None
             return
         if self.currency.errors or not is_known_currency(self.currency.data or ""):
-            raise ValidationError("Enter a valid currency first.")
+            raise ValidationError(_s("Enter a valid currency first."))
         try:
             self.threshold_minor = parse_amount(text, self.currency.data)
         except MoneyError as exc:

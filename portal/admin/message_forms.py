@@ -8,26 +8,30 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import Length, Optional, Regexp, ValidationError
 
+from ..i18n import staff_gettext as _s
+from ..i18n import staff_lazy_gettext as _l
 from ..services import messages
 from ..services.messages import KINDS, PARTS, MessageSettings, TemplateError
 from ..services.notifications import MAX_REMINDER_HOURS, MAX_REMINDERS
 
-DIGITS = Regexp(r"^\d*$", message="Digits only.")
+DIGITS = Regexp(r"^\d*$", message=_l("Digits only."))
 
 
 class MessagesForm(FlaskForm):
     reminder_hours = StringField(
-        "Remind the patient, hours before the link expires",
+        _l("Remind the patient, hours before the link expires"),
         validators=[Optional(), Length(max=50)],
-        description="For example “24, 2”: one reminder a day before, one two hours before. "
+        description=_l("For example “24, 2”: one reminder a day before, one two hours before. "
                     "Leave empty for no reminders. Reminders go the way the link was sent "
-                    "and never for a paid, cancelled or expired link.")
-    receipt_by_email = BooleanField("Email a receipt when a link is paid")
-    receipt_by_sms = BooleanField("Send a receipt by SMS when a link is paid")
-    sms_sender_id = StringField("SMS sender id", validators=[
-        Optional(), Length(max=11), Regexp(r"^[A-Za-z0-9]*$", message="Letters and digits only.")],
-        description="The header registered on the DLT platform, for example “ACMELB”.")
-    dlt_entity_id = StringField("DLT entity id", validators=[Optional(), Length(max=30), DIGITS])
+                    "and never for a paid, cancelled or expired link."))
+    receipt_by_email = BooleanField(_l("Email a receipt when a link is paid"))
+    receipt_by_sms = BooleanField(_l("Send a receipt by SMS when a link is paid"))
+    sms_sender_id = StringField(_l("SMS sender id"), validators=[
+        Optional(), Length(max=11),
+        Regexp(r"^[A-Za-z0-9]*$", message=_l("Letters and digits only."))],
+        description=_l("The header registered on the DLT platform, for example “ACMELB”."))
+    dlt_entity_id = StringField(_l("DLT entity id"),
+                                validators=[Optional(), Length(max=30), DIGITS])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,7 +59,7 @@ class MessagesForm(FlaskForm):
         try:
             hours = [int(w) for w in words]
         except ValueError:
-            raise ValidationError("Enter whole hours, separated by commas.") from None
+            raise ValidationError(_s("Enter whole hours, separated by commas.")) from None
         if any(h < 1 or h > MAX_REMINDER_HOURS for h in hours):
             raise ValidationError(f"Each reminder must be 1 to {MAX_REMINDER_HOURS} hours "
                                   "before expiry.")
@@ -104,13 +108,13 @@ for _kind in KINDS:
         raise RuntimeError(f"MessagesForm already has one of {_names}")
     setattr(MessagesForm, f"{_kind}_sms", TextAreaField(
         f"{_label}: SMS", validators=[Optional()],
-        description="Placeholders: " + ", ".join("{" + p + "}"
+        description=_l("Placeholders: ") + ", ".join("{" + p + "}"
                                                  for p in messages.PLACEHOLDERS[_kind]) + "."))
     setattr(MessagesForm, f"{_kind}_email_subject", StringField(
         f"{_label}: email subject", validators=[Optional()]))
     setattr(MessagesForm, f"{_kind}_email_body", TextAreaField(
         f"{_label}: email text", validators=[Optional()],
-        description="Plain text; a blank line starts a new paragraph. Empty: the default."))
+        description=_l("Plain text; a blank line starts a new paragraph. Empty: the default.")))
     setattr(MessagesForm, f"dlt_{_kind}", StringField(
         f"DLT template id of the {_label.lower()} SMS",
         validators=[Optional(), Length(max=30), DIGITS]))

@@ -5,6 +5,7 @@ from flask_login import current_user
 
 from .. import i18n
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..services import messages
 from ..services.audit import audit
 from ..tenancy import admin_required, client_ip, current_lab
@@ -34,7 +35,7 @@ def messages_settings():
                   object_type="lab", object_id=lab.id, ip=client_ip(),
                   reminder_hours=form.hours, language=language)
             session.commit()
-            flash("Message settings saved.", "success")
+            flash(_s("Message settings saved."), "success")
             shown_first = language == (i18n.normalize(lab.default_language) or i18n.DEFAULT)
             return redirect(url_for("admin.messages_settings",
                                     language=None if shown_first else language), 303)

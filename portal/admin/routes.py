@@ -6,6 +6,7 @@ from gateways.base import GatewayError
 from gateways.http import mask_secrets
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import GatewayMode
 from ..services.audit import audit
 from ..services.keys import (
@@ -60,7 +61,7 @@ def gateway(name: str):
                   fields_changed=sorted(k for k, v in values.items() if v),
                   mode=form.mode.data, default=form.make_default.data)
             session.commit()
-            flash(f"{cls.display_name} settings saved.", "success")
+            flash(_s("%(gateway)s settings saved.", gateway=cls.display_name), "success")
             return redirect(url_for("admin.gateways"), 303)
     elif request.method == "POST":
         status = 422
@@ -79,13 +80,14 @@ def test_connection(name: str):
     try:
         gateway = configured_gateway(session, current_app.config, lab.id, name)
     except GatewayError:
-        flash(f"Save the {cls.display_name} credentials first.", "error")
+        flash(_s("Save the %(gateway)s credentials first.", gateway=cls.display_name), "error")
         return redirect(url_for("admin.gateway", name=name), 303)
     secrets = cls.secret_values(gateway.credentials)
     try:
         message, category = gateway.test_connection(), "success"
     except GatewayError as exc:
-        message, category = f"Connection failed. {mask_secrets(exc.message, secrets)}", "error"
+        message = _s("Connection failed. %(error)s", error=mask_secrets(exc.message, secrets))
+        category = "error"
     audit(session, lab_id=lab.id, user_id=current_user.id, action="gateway.test_connection",
           object_type="gateway", object_id=name, ip=client_ip(), ok=category == "success")
     session.commit()

@@ -6,6 +6,7 @@ from flask_login import current_user
 
 from ..auth.sessions import limits as session_limits
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import Role, utcnow
 from ..services import staff_sessions, users
 from ..tenancy import admin_required, client_ip, current_lab
@@ -95,7 +96,7 @@ def user_role(user_id: int):
         return _render_user(users.get_user(session, current_user.lab_id, user_id),
                             role_form=form, status=409)
     session.commit()
-    flash(f"{user.email} is now {user.role.value}.", "success")
+    flash(_s("%(email)s is now %(role)s.", email=user.email, role=user.role.value), "success")
     if not current_user.is_admin:  # demoted oneself: the admin pages are closed now
         return redirect(url_for("main.dashboard"), 303)
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
@@ -114,7 +115,7 @@ def user_deactivate(user_id: int):
         return _render_user(users.get_user(session, current_user.lab_id, user_id),
                             error=str(exc), status=409)
     session.commit()
-    flash(f"{user.email} is deactivated and signed out.", "success")
+    flash(_s("%(email)s is deactivated and signed out.", email=user.email), "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
 
 
@@ -130,7 +131,7 @@ def user_sign_out(user_id: int):
         session.rollback()
         return _render_user(user, error=str(exc), status=409)
     session.commit()
-    flash(f"{user.email} is signed out on every device.", "success")
+    flash(_s("%(email)s is signed out on every device.", email=user.email), "success")
     return redirect(url_for("admin.user_detail", user_id=user_id), 303)
 
 

@@ -2,10 +2,12 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from ..i18n import staff_lazy_gettext as _l
+
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(message="Enter your email."),
-                                            Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(message="Enter your password."),
-                                                     Length(max=1024)])
+    email = EmailField(_l("Email"), validators=[
+        DataRequired(message=_l("Enter your email.")), Length(max=254)])
+    password = PasswordField(_l("Password"), validators=[
+        DataRequired(message=_l("Enter your password.")), Length(max=1024)])
     next = HiddenField()

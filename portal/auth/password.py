@@ -6,6 +6,7 @@ from flask_login import current_user, login_required
 
 from ..admin.user_forms import ChangePasswordForm, SetPasswordForm
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import utcnow
 from ..services import staff_sessions, users
 from ..services.auth import verify_password
@@ -40,9 +41,9 @@ def accept_invite():
                                   request.args.get("token", ""))
     if user is None:
         return render_template(
-            "errors/error.html", code=410, title="This invitation link cannot be used",
-            message="It has expired or has been used already. Ask an admin of your lab for a "
-                    "new one."), 410
+            "errors/error.html", code=410, title=_s("This invitation link cannot be used"),
+            message=_s("It has expired or has been used already. Ask an admin of your lab for "
+                       "a new one.")), 410
     form = SetPasswordForm()
     if form.validate_on_submit():
         try:
@@ -53,7 +54,7 @@ def accept_invite():
         else:
             sessions.begin(session, user)
             session.commit()
-            flash("Welcome! Your password is set.", "success")
+            flash(_s("Welcome! Your password is set."), "success")
             return redirect(url_for("main.dashboard"), 303)
     status = 422 if request.method == "POST" else 200
     return render_template("auth/invite.html", form=form, user=user), status
@@ -79,7 +80,7 @@ def change_password():
             else:
                 sessions.begin(session, user)  # every session ended; this browser gets a new one
                 session.commit()
-                flash("Your password is changed. You are signed out on every other device.",
+                flash(_s("Your password is changed. You are signed out on every other device."),
                       "success")
                 return redirect(url_for("main.dashboard"), 303)
     status = 422 if request.method == "POST" else 200
@@ -108,5 +109,5 @@ def sign_out_others():
                                    now=utcnow(), scope="self")
     sessions.begin(session, user)
     session.commit()
-    flash("You are signed out on every other device. You stay signed in here.", "success")
+    flash(_s("You are signed out on every other device. You stay signed in here."), "success")
     return redirect(url_for("auth.account"), 303)

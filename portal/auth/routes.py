@@ -2,6 +2,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask_login import current_user, login_required
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..services.audit import audit
 from ..services.auth import authenticate, safe_next_url
 from ..tenancy import client_ip
@@ -46,5 +47,5 @@ def login():
 @login_required
 def logout():
     sessions.end_here(db_session())
-    flash("You have signed out.", "info")
+    flash(_s("You have signed out."), "info")
     return redirect(url_for("auth.login"))

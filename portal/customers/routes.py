@@ -7,6 +7,7 @@ from gateways import GATEWAYS
 
 from ..edge import row_id
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import PaymentStatus
 from ..money import format_money
 from ..services import customers
@@ -98,16 +99,19 @@ def charge(customer_id: int):
             ip=client_ip())
     except ProfileError as exc:
         session.rollback()
-        flash(f"The saved method was not charged: {exc}", "error")
+        flash(_s("The saved method was not charged: %(error)s", error=exc), "error")
     else:
         bill = f"bill {link.bill_reference}"
         if payment.status == PaymentStatus.SUCCEEDED:
-            flash(f"{method_label(profile)} was charged for {bill}.", "success")
+            flash(_s("%(method)s was charged for %(bill)s.", method=method_label(profile),
+                     bill=bill), "success")
         elif payment.status == PaymentStatus.FAILED:
-            flash(f"The saved method was declined for {bill}: "
-                  f"{payment.failure_reason or 'the gateway gave no reason'}", "error")
+            flash(_s("The saved method was declined for %(bill)s: %(reason)s", bill=bill,
+                     reason=payment.failure_reason or _s("the gateway gave no reason")),
+                  "error")
         else:
-            flash(f"The charge for {bill} is being processed by the gateway.", "success")
+            flash(_s("The charge for %(bill)s is being processed by the gateway.", bill=bill),
+                  "success")
     return redirect(url_for("customers.detail", customer_id=customer.id), 303)
 
 
@@ -123,7 +127,8 @@ def delete_profile(customer_id: int, profile_id: int):
                                  ip=client_ip())
     except ProfileError as exc:
         session.rollback()
-        flash(f"{label} was not removed: {exc}", "error")
+        flash(_s("%(method)s was not removed: %(error)s", method=label, error=exc), "error")
     else:
-        flash(f"{label} was removed here and at {gateway_name(profile.gateway)}.", "success")
+        flash(_s("%(method)s was removed here and at %(gateway)s.", method=label,
+                 gateway=gateway_name(profile.gateway)), "success")
     return redirect(url_for("customers.detail", customer_id=customer.id), 303)

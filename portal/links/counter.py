@@ -8,6 +8,7 @@ from flask import abort, flash, g, make_response, redirect, url_for
 from flask_login import current_user, login_required
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import OPEN_LINK_STATES, LinkStatus, OnlinePayment
 from ..money import format_money
 from ..services.counter import (
@@ -69,11 +70,13 @@ def counter_payment(link_id: int):
             received = format_money(payment.amount, payment.currency, link.lab.locale)
             how = COUNTER_METHODS[payment.method].lower()
             if link.status == LinkStatus.PAID:
-                flash(f"{received} received by {how}. The bill is paid and the patient's "
-                      "online link no longer takes payments.", "success")
+                flash(_s("%(amount)s received by %(method)s. The bill is paid and the patient's "
+                         "online link no longer takes payments.", amount=received, method=how),
+                      "success")
             else:
                 owed = format_money(link.outstanding, link.currency, link.lab.locale)
-                flash(f"{received} received by {how}. {owed} is still owed.", "success")
+                flash(_s("%(amount)s received by %(method)s. %(owed)s is still owed.",
+                         amount=received, method=how, owed=owed), "success")
             return redirect(url_for("links.detail", link_id=link_id), 303)
     # The link page again, with the form as sent and its messages.
     session.expire_all()

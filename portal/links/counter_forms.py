@@ -6,19 +6,20 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
+from ..i18n import staff_lazy_gettext as _l
 from ..money import MoneyError, major_string, parse_amount
 from ..services.counter import COUNTER_KEY, COUNTER_METHODS, new_counter_key
 
 
 class CounterPaymentForm(FlaskForm):
-    counter_amount = StringField("Amount received",
-                                 validators=[DataRequired(message="Enter an amount.")])
-    counter_method = SelectField("Paid by", choices=dict(COUNTER_METHODS))
-    counter_note = StringField("Note (optional)", validators=[Optional(), Length(max=200)],
-                               description="For example the card slip or UPI reference.")
+    counter_amount = StringField(_l("Amount received"),
+                                 validators=[DataRequired(message=_l("Enter an amount."))])
+    counter_method = SelectField(_l("Paid by"), choices=dict(COUNTER_METHODS))
+    counter_note = StringField(_l("Note (optional)"), validators=[Optional(), Length(max=200)],
+                               description=_l("For example the card slip or UPI reference."))
     # Made when the form renders: a double-click records one payment.
     counter_key = HiddenField(validators=[
-        Regexp(f"^{COUNTER_KEY.pattern}$", message="This form is not valid. Reload the page.")])
+        Regexp(f"^{COUNTER_KEY.pattern}$", message=_l("This form is not valid. Reload the page."))])
 
     def __init__(self, *args, link, **kwargs):
         super().__init__(*args, **kwargs)

@@ -18,37 +18,39 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
 from .. import i18n
+from ..i18n import staff_gettext as _s
+from ..i18n import staff_lazy_gettext as _l
 from ..models import utcnow
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
 from ..phones import to_e164
 
 
 class NewLinkForm(FlaskForm):
-    patient_name = StringField("Patient name", validators=[
-        DataRequired(message="Enter the patient's name."), Length(max=200)])
-    phone = TelField("Mobile number", validators=[Optional(), Length(max=30)],
-                     description="With country code, or a local number.")
-    email = EmailField("Email", validators=[
-        Optional(), Length(max=254), Email(message="Enter a valid email address.",
+    patient_name = StringField(_l("Patient name"), validators=[
+        DataRequired(message=_l("Enter the patient's name.")), Length(max=200)])
+    phone = TelField(_l("Mobile number"), validators=[Optional(), Length(max=30)],
+                     description=_l("With country code, or a local number."))
+    email = EmailField(_l("Email"), validators=[
+        Optional(), Length(max=254), Email(message=_l("Enter a valid email address."),
                                            check_deliverability=False)])
-    amount = StringField("Amount", validators=[DataRequired(message="Enter an amount.")])
-    currency = SelectField("Currency", choices=list(COMMON_CURRENCIES))
-    bill_reference = StringField("Bill reference", validators=[
-        DataRequired(message="Enter the bill reference."), Length(max=100)])
-    description = TextAreaField("Description (optional)", validators=[Optional(),
+    amount = StringField(_l("Amount"), validators=[DataRequired(message=_l("Enter an amount."))])
+    currency = SelectField(_l("Currency"), choices=list(COMMON_CURRENCIES))
+    bill_reference = StringField(_l("Bill reference"), validators=[
+        DataRequired(message=_l("Enter the bill reference.")), Length(max=100)])
+    description = TextAreaField(_l("Description (optional)"), validators=[Optional(),
                                                                       Length(max=500)],
-                                description="Shown to the patient. No test names.")
-    expires_at = DateTimeLocalField("Link expires", format="%Y-%m-%dT%H:%M",
-                                    validators=[DataRequired(message="Choose when the link "
-                                                                     "expires.")])
-    allow_partial = BooleanField("Allow part payments")
+                                description=_l("Shown to the patient. No test names."))
+    expires_at = DateTimeLocalField(_l("Link expires"), format="%Y-%m-%dT%H:%M",
+                                    validators=[DataRequired(message=_l("Choose when the link "
+                                                                     "expires."))])
+    allow_partial = BooleanField(_l("Allow part payments"))
     language = SelectField(
-        "Patient's language",
+        _l("Patient's language"),
         choices=i18n.staff_choices(), validate_choice=False,  # none or unknown: the lab's
-        description="The pay page, SMS and email are in this language; the patient can "
-                    "switch on the page.")
-    send_sms = BooleanField("Send by SMS", default=True)
-    send_email = BooleanField("Send by email", default=True)
+        description=_l("The pay page, SMS and email are in this language; the patient can "
+                    "switch on the page."))
+    send_sms = BooleanField(_l("Send by SMS"), default=True)
+    send_email = BooleanField(_l("Send by email"), default=True)
 
     def __init__(self, *args, lab, **kwargs):
         super().__init__(*args, **kwargs)
@@ -70,14 +72,14 @@ class NewLinkForm(FlaskForm):
             return
         self.phone_e164 = to_e164(field.data, self.lab.country)
         if self.phone_e164 is None:
-            raise ValidationError("Enter a valid mobile number.")
+            raise ValidationError(_s("Enter a valid mobile number."))
 
     def validate_expires_at(self, field):
         local = field.data.replace(tzinfo=ZoneInfo(self.lab.timezone))
         if local <= utcnow():
-            raise ValidationError("The expiry must be in the future.")
+            raise ValidationError(_s("The expiry must be in the future."))
         if (local - utcnow()).days > 90:
-            raise ValidationError("A link can stay open for at most 90 days.")
+            raise ValidationError(_s("A link can stay open for at most 90 days."))
         self.expires_at_utc = local
 
     @property

@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 from .. import i18n
 from ..edge import row_id
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import LinkStatus, utcnow
 from ..services.keys import is_configured
 from ..services.links import (
@@ -68,9 +69,10 @@ def new():
             form.expires_at.errors.append(str(exc))
         else:
             session.commit()
-            sending = " and ".join({"sms": "SMS", "email": "email"}[c] for c in form.notify)
-            flash(f"Payment link created. Sending it by {sending}." if sending
-                  else "Payment link created.", "success")
+            ways = {"sms": _s("SMS"), "email": _s("email")}
+            sending = _s(" and ").join(ways[c] for c in form.notify)
+            flash(_s("Payment link created. Sending it by %(ways)s.", ways=sending) if sending
+                  else _s("Payment link created."), "success")
             return redirect(url_for("links.detail", link_id=link.id), 303)
     status = 422 if request.method == "POST" else 200
     return render_template("links/new.html", form=form, lab=lab,
@@ -104,7 +106,7 @@ def cancel(link_id: int):
         flash(str(exc), "error")
     else:
         session.commit()
-        flash("The link is cancelled. The patient can no longer pay it.", "success")
+        flash(_s("The link is cancelled. The patient can no longer pay it."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)
 
 
@@ -123,5 +125,6 @@ def resend(link_id: int):
         flash(str(exc), "error")
     else:
         session.commit()
-        flash(f"The link will be sent again to {row.recipient}.", "success")
+        flash(_s("The link will be sent again to %(recipient)s.", recipient=row.recipient),
+              "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)

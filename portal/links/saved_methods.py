@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import CustomerPaymentProfile
 from ..services.links import get_link
 from ..services.profiles import ProfileError, charge_profile, delete_profile
@@ -30,14 +31,15 @@ def charge_saved_method(link_id: int, profile_id: int):
                                     user_id=current_user.id, ip=client_ip())
     except ProfileError as exc:
         session.rollback()
-        flash(f"The saved card was not charged: {exc}", "error")
+        flash(_s("The saved card was not charged: %(error)s", error=exc), "error")
     else:
         if payment.status.value == "succeeded":
-            flash("The saved card was charged.", "success")
+            flash(_s("The saved card was charged."), "success")
         elif payment.status.value == "failed":
-            flash(f"The saved card was declined: {payment.failure_reason}", "error")
+            flash(_s("The saved card was declined: %(reason)s", reason=payment.failure_reason),
+                  "error")
         else:
-            flash("The charge is being processed by the gateway.", "success")
+            flash(_s("The charge is being processed by the gateway."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)
 
 
@@ -54,7 +56,7 @@ def delete_saved_method(link_id: int, profile_id: int):
                        ip=client_ip())
     except ProfileError as exc:
         session.rollback()
-        flash(f"The saved card was not removed: {exc}", "error")
+        flash(_s("The saved card was not removed: %(error)s", error=exc), "error")
     else:
-        flash("The saved card was removed here and at the gateway.", "success")
+        flash(_s("The saved card was removed here and at the gateway."), "success")
     return redirect(url_for("links.detail", link_id=link_id), 303)

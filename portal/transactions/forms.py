@@ -11,6 +11,8 @@ from wtforms.validators import Length, Optional, ValidationError
 from gateways import GATEWAYS
 
 from ..filters import status_label
+from ..i18n import staff_gettext as _s
+from ..i18n import staff_lazy_gettext as _l
 from ..models import PaymentStatus
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
 from ..services.counter import COUNTER
@@ -22,7 +24,7 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 
 def within_calendar(_form, field):
     if field.data and not FIRST_DAY <= field.data <= LAST_DAY:
-        raise ValidationError("Enter a date between 1970 and 9998.")
+        raise ValidationError(_s("Enter a date between 1970 and 9998."))
 
 
 FIELDS = ("q", "status", "gateway", "currency", "date_from", "date_to", "amount_min",
@@ -33,19 +35,19 @@ class TransactionFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    q = SearchField("Search", validators=[Optional(), Length(max=100)],
-                    description="Start of the patient's name, email or bill reference; a mobile "
-                                "number; a gateway transaction id or our payment reference.")
-    status = SelectField("Status", default="", validators=[Optional()], choices={
+    q = SearchField(_l("Search"), validators=[Optional(), Length(max=100)],
+                    description=_l("Start of the patient's name, email or bill reference; a mobile "
+                                "number; a gateway transaction id or our payment reference."))
+    status = SelectField(_l("Status"), default="", validators=[Optional()], choices={
         "": "Any status", **{s.value: status_label(s.value) for s in PaymentStatus}})
-    gateway = SelectField("Gateway", default="", validators=[Optional()], choices={
+    gateway = SelectField(_l("Gateway"), default="", validators=[Optional()], choices={
         "": "Any gateway", **{name: cls.display_name for name, cls in GATEWAYS.items()},
         COUNTER: "At the counter"})
-    currency = SelectField("Currency", default="", validators=[Optional()])
-    date_from = DateField("Date from", validators=[Optional(), within_calendar])
-    date_to = DateField("Date to", validators=[Optional(), within_calendar])
-    amount_min = StringField("Amount from", validators=[Optional(), Length(max=30)])
-    amount_max = StringField("Amount to", validators=[Optional(), Length(max=30)])
+    currency = SelectField(_l("Currency"), default="", validators=[Optional()])
+    date_from = DateField(_l("Date from"), validators=[Optional(), within_calendar])
+    date_to = DateField(_l("Date to"), validators=[Optional(), within_calendar])
+    amount_min = StringField(_l("Amount from"), validators=[Optional(), Length(max=30)])
+    amount_max = StringField(_l("Amount to"), validators=[Optional(), Length(max=30)])
 
     def __init__(self, formdata, *, lab):
         super().__init__(formdata=formdata)
@@ -58,7 +60,7 @@ class TransactionFilterForm(FlaskForm):
 
     def validate_date_to(self, field):
         if field.data and self.date_from.data and field.data < self.date_from.data:
-            raise ValidationError("The end date is before the start date.")
+            raise ValidationError(_s("The end date is before the start date."))
 
     def validate(self, extra_validators=None):
         ok = super().validate(extra_validators)

@@ -6,17 +6,18 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Regexp, ValidationError
 
+from ..i18n import staff_lazy_gettext as _l
 from ..money import MoneyError, format_money, major_string, parse_amount
 from ..services.refunds import REFUND_KEY, new_refund_key, refund_reasons
 
 
 class RefundForm(FlaskForm):
-    refund_amount = StringField("Amount to refund",
-                                validators=[DataRequired(message="Enter an amount.")])
-    refund_reason = SelectField("Reason", validate_choice=True)
+    refund_amount = StringField(_l("Amount to refund"),
+                                validators=[DataRequired(message=_l("Enter an amount."))])
+    refund_reason = SelectField(_l("Reason"), validate_choice=True)
     # Made when the form renders: the same form sent twice makes one refund.
     refund_key = HiddenField(validators=[
-        Regexp(f"^{REFUND_KEY.pattern}$", message="This form is not valid. Reload the page.")])
+        Regexp(f"^{REFUND_KEY.pattern}$", message=_l("This form is not valid. Reload the page."))])
 
     def __init__(self, *args, payment, lab, remaining: int, **kwargs):
         super().__init__(*args, **kwargs)

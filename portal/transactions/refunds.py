@@ -9,6 +9,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from ..extensions import db_session
+from ..i18n import staff_gettext as _s
 from ..models import SETTLED_PAYMENT_STATES, Lab, Payment, Refund, RefundStatus, User
 from ..money import format_money
 from ..services.counter import COUNTER
@@ -110,18 +111,21 @@ def request_refund_view(payment_id: int):
 def _flash_outcome(refund: Refund, lab: Lab) -> None:
     amount = format_money(refund.amount, refund.payment.currency, lab.locale)
     if refund.status == RefundStatus.AWAITING_APPROVAL:
-        flash(f"The refund of {amount} waits for another admin to approve it.", "success")
+        flash(_s("The refund of %(amount)s waits for another admin to approve it.",
+                 amount=amount), "success")
     elif refund.status == RefundStatus.SUCCEEDED:
-        flash(f"{amount} refunded.", "success")
+        flash(_s("%(amount)s refunded.", amount=amount), "success")
     elif refund.status == RefundStatus.FAILED:
-        flash(f"The gateway refused the refund of {amount}: {refund.failure_reason}", "error")
+        flash(_s("The gateway refused the refund of %(amount)s: %(reason)s", amount=amount,
+                 reason=refund.failure_reason), "error")
     elif refund.status == RefundStatus.REJECTED:
-        flash(f"The refund of {amount} was rejected.", "error")
+        flash(_s("The refund of %(amount)s was rejected.", amount=amount), "error")
     elif refund.gateway_refund_id:
-        flash(f"The gateway accepted the refund of {amount}; it confirms it shortly.", "success")
+        flash(_s("The gateway accepted the refund of %(amount)s; it confirms it shortly.",
+                 amount=amount), "success")
     else:
-        flash(f"The gateway did not answer. The refund of {amount} will be sent again "
-              "shortly, once only.", "error")
+        flash(_s("The gateway did not answer. The refund of %(amount)s will be sent again "
+                 "shortly, once only.", amount=amount), "error")
 
 
 def _refund(refund_id: int) -> Refund:
@@ -160,7 +164,9 @@ def reject_refund_view(refund_id: int):
         flash(str(exc), "error")
     else:
         amount = format_money(refund.amount, refund.payment.currency, current_lab().locale)
-        done = "withdrawn" if refund.requested_by_id == current_user.id else "rejected"
-        flash(f"The refund of {amount} was {done}.", "success")
+        if refund.requested_by_id == current_user.id:
+            flash(_s("The refund of %(amount)s was withdrawn.", amount=amount), "success")
+        else:
+            flash(_s("The refund of %(amount)s was rejected.", amount=amount), "success")
     return _back(payment_id)
 
