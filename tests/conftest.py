@@ -55,12 +55,18 @@ class SharedTemplateCode(jinja2.BytecodeCache):
     def __init__(self) -> None:
         self._code: dict[str, bytes] = {}
 
+    @staticmethod
+    def _key(bucket: jinja2.bccache.Bucket) -> str:
+        # A `finalize` (set by some tests) is compiled into the code: keep such code apart.
+        finalize = bucket.environment.finalize
+        return f"{bucket.key}:{getattr(finalize, '__qualname__', None)}"
+
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        if (code := self._code.get(bucket.key)) is not None:
+        if (code := self._code.get(self._key(bucket))) is not None:
             bucket.bytecode_from_string(code)
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        self._code[bucket.key] = bucket.bytecode_to_string()
+        self._code[self._key(bucket)] = bucket.bytecode_to_string()
 
 
 TEMPLATE_CODE = SharedTemplateCode()
