@@ -17,6 +17,7 @@ from flask_login import current_user, login_url, login_user, logout_user
 from sqlalchemy.orm import Session
 
 from ..extensions import db_session, login_manager
+from ..i18n import staff_gettext, staff_ngettext
 from ..models import User, utcnow
 from ..services import staff_sessions
 from ..services.staff_sessions import Ended, Limits
@@ -110,19 +111,30 @@ def note_activity():
     return None
 
 
-def _span(value: float, unit: str) -> str:
-    return f"{value:g} {unit}{'' if value == 1 else 's'}"
+def _plural_count(value: float) -> int:
+    return int(value) if float(value).is_integer() else 2  # "1.5 hours" takes the plural
 
 
 def ended_message(reason: Ended | None) -> str:
     config = current_app.config
     if reason == Ended.IDLE:
-        idle = _span(config["PORTAL_SESSION_IDLE_MINUTES"], "minute")
-        return f"You were signed out after {idle} without activity. Please sign in again."
+        minutes = config["PORTAL_SESSION_IDLE_MINUTES"]
+        shown = format(minutes, "g")
+        return staff_ngettext(
+            "You were signed out after %(minutes)s minute without activity. "
+            "Please sign in again.",
+            "You were signed out after %(minutes)s minutes without activity. "
+            "Please sign in again.",
+            _plural_count(minutes), minutes=shown)
     if reason == Ended.EXPIRED:
-        most = _span(config["PORTAL_SESSION_MAX_HOURS"], "hour")
-        return f"You were signed out: a session lasts at most {most}. Please sign in again."
-    return "You were signed out. Please sign in again."
+        hours = config["PORTAL_SESSION_MAX_HOURS"]
+        shown = format(hours, "g")
+        return staff_ngettext(
+            "You were signed out: a session lasts at most %(hours)s hour. Please sign in again.",
+            "You were signed out: a session lasts at most %(hours)s hours. "
+            "Please sign in again.",
+            _plural_count(hours), hours=shown)
+    return staff_gettext("You were signed out. Please sign in again.")
 
 
 def _answers_json() -> bool:

@@ -38,11 +38,8 @@ class TransactionFilterForm(FlaskForm):
     q = SearchField(_l("Search"), validators=[Optional(), Length(max=100)],
                     description=_l("Start of the patient's name, email or bill reference; a mobile "
                                 "number; a gateway transaction id or our payment reference."))
-    status = SelectField(_l("Status"), default="", validators=[Optional()], choices={
-        "": "Any status", **{s.value: status_label(s.value) for s in PaymentStatus}})
-    gateway = SelectField(_l("Gateway"), default="", validators=[Optional()], choices={
-        "": "Any gateway", **{name: cls.display_name for name, cls in GATEWAYS.items()},
-        COUNTER: "At the counter"})
+    status = SelectField(_l("Status"), default="", validators=[Optional()])
+    gateway = SelectField(_l("Gateway"), default="", validators=[Optional()])
     currency = SelectField(_l("Currency"), default="", validators=[Optional()])
     date_from = DateField(_l("Date from"), validators=[Optional(), within_calendar])
     date_to = DateField(_l("Date to"), validators=[Optional(), within_calendar])
@@ -55,7 +52,12 @@ class TransactionFilterForm(FlaskForm):
         codes = list(COMMON_CURRENCIES)
         if lab.currency not in codes:
             codes.insert(0, lab.currency)
-        self.currency.choices = {"": "Any currency", **{c: c for c in codes}}
+        self.currency.choices = {"": _s("Any currency"), **{c: c for c in codes}}
+        self.status.choices = {"": _s("Any status"),
+                               **{s.value: status_label(s.value) for s in PaymentStatus}}
+        self.gateway.choices = {
+            "": _s("Any gateway"), **{name: cls.display_name for name, cls in GATEWAYS.items()},
+            COUNTER: _s("At the counter")}
         self.minor: dict[str, int | None] = {"amount_min": None, "amount_max": None}
 
     def validate_date_to(self, field):
@@ -77,7 +79,7 @@ class TransactionFilterForm(FlaskForm):
                 ok = False
         low, high = self.minor["amount_min"], self.minor["amount_max"]
         if low is not None and high is not None and high < low:
-            self.amount_max.errors.append("The upper amount is below the lower one.")
+            self.amount_max.errors.append(_s("The upper amount is below the lower one."))
             ok = False
         return ok
 
