@@ -1,7 +1,8 @@
 """Benchmark: server time and weight of the patient's pay page, and webhook handling.
 
 Runs the app in-process on a throw-away SQLite file (or PORTAL_DATABASE_URL if set) and
-prints percentiles. A measurement, not a test: nothing here asserts a speed.
+prints percentiles, each with its ratio to a bare Flask hello-world timed the same way in the
+same run. A measurement, not a test: nothing here asserts a speed.
 
     .venv/bin/python bench/pay_page.py [--requests 500]
 """
@@ -25,6 +26,26 @@ def percentiles(samples: list[float]) -> str:
     pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000  # noqa: E731
     return (f"median {statistics.median(samples) * 1000:.2f} ms, p95 {pick(0.95):.2f} ms, "
             f"p99 {pick(0.99):.2f} ms")
+
+
+def bare_flask_median(requests: int) -> float:
+    """The framework's ceiling on this machine: a hello-world through Flask's test client."""
+    from flask import Flask
+
+    bare = Flask("bare")
+    bare.add_url_rule("/", "hello", lambda: "Hello")
+    client = bare.test_client()
+    client.get("/")
+    timings = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        client.get("/")
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def ratio(bare: float, samples: list[float]) -> str:
+    return f"ratio {bare / statistics.median(samples):.2f} of the bare Flask hello"
 
 
 def main() -> None:
@@ -75,7 +96,9 @@ def main() -> None:
         timings.append(time.perf_counter() - start)
         sizes.append(len(response.data))
     css = len(client.get("/static/pay.css").data)
-    print(f"GET /pay/<token> x{len(tokens)}: {percentiles(timings)}")
+    bare = bare_flask_median(len(tokens))
+    print(f"bare Flask hello: median {bare * 1000:.3f} ms")
+    print(f"GET /pay/<token> x{len(tokens)}: {percentiles(timings)}, {ratio(bare, timings)}")
     print(f"  page weight: HTML {statistics.median(sizes) / 1024:.1f} KiB + CSS {css / 1024:.1f} "
           f"KiB, no JavaScript, no third-party request")
     import gzip
@@ -96,7 +119,7 @@ def main() -> None:
         timings.append(time.perf_counter() - start)
         assert response.status_code == 200, response.data
     print(f"POST /payments/webhook/sandbox (verify, record, apply) x{len(refs)}: "
-          f"{percentiles(timings)}")
+          f"{percentiles(timings)}, {ratio(bare, timings)}")
     print(f"database: {db.engine.url.get_backend_name()}")
 
 

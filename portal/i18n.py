@@ -304,8 +304,11 @@ def _pseudo_enabled() -> bool:
 
 def lang_url(code: str) -> str:
     """This page again in another language, keeping its other query parameters."""
-    args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
-    return request.path + "?" + urlencode(args + [("lang", code)])
+    base = g.get("lang_url_base")
+    if base is None:  # once per page: the menu asks for every language
+        kept = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "lang"])
+        base = g.lang_url_base = request.path + "?" + (kept + "&" if kept else "")
+    return base + urlencode([("lang", code)])
 
 
 def bdi(value: object, ltr: bool = False) -> Markup:
