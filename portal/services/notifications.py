@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from urllib.parse import unquote, urlsplit
 
 from flask import Flask, render_template
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateways.http import mask_secrets
-
-from .. import i18n
+from .. import i18n, logmask
 from ..models import (
     OPEN_LINK_STATES,
     Channel,
@@ -189,7 +186,9 @@ def send_notification(app: Flask, session: Session, job: Job) -> None:
         else:
             note = _send_sms(app, link, row, message, settings)
     except Exception as exc:
-        error = mask_secrets(redact(_describe(exc), link.token), _delivery_secrets(app))[:1000]
+        # A provider may echo a credential in its error, which staff read on the link page.
+        logmask.remember(logmask.settings_secrets(app.config))
+        error = logmask.SECRETS.mask(redact(_describe(exc), link.token))[:1000]
         row.last_error = error
         row.lease_until = None
         if isinstance(exc, PermanentError) or job.attempts >= job.max_attempts:
@@ -207,18 +206,6 @@ def send_notification(app: Flask, session: Session, job: Job) -> None:
     row.sent_at = None if note else utcnow()  # logged only: staff must not read "sent"
     row.lease_until = None
     row.last_error = note
-
-
-def _delivery_secrets(app: Flask) -> list[str]:
-    """Credentials a provider might echo in its error text, which staff read on the link."""
-    config = app.config
-    secrets = [config.get("PORTAL_TWILIO_AUTH_TOKEN"), config.get("PORTAL_SMS_HTTP_API_KEY")]
-    smtp = urlsplit(config.get("PORTAL_SMTP_URL") or "")
-    try:
-        secrets += [smtp.password, unquote(smtp.password or "")]
-    except ValueError:  # a bad port in the URL: reported as its own error
-        pass
-    return [s for s in secrets if isinstance(s, str) and s]
 
 
 def _send_sms(app: Flask, link: OnlinePayment, row: Notification, message: messages.Message,
