@@ -113,6 +113,7 @@ class ExchangeKind(enum.StrEnum):
 class Channel(enum.StrEnum):
     EMAIL = "email"
     SMS = "sms"
+    WHATSAPP = "whatsapp"
 
 
 class OutboxStatus(enum.StrEnum):

@@ -6,6 +6,7 @@ from flask_login import current_user
 from .. import i18n
 from ..extensions import db_session
 from ..i18n import staff_gettext as _s
+from ..notify import whatsapp
 from ..services import messages
 from ..services.audit import audit
 from ..tenancy import admin_required, client_ip, current_lab
@@ -46,5 +47,7 @@ def messages_settings():
     return render_template("admin/messages.html", lab=lab, form=form, previews=previews,
                            draft=draft, kinds=messages.KINDS, labels=messages.KIND_LABELS,
                            sms_backend=current_app.config.get("PORTAL_SMS_BACKEND"),
+                           whatsapp_configured=whatsapp.configured(current_app.config),
+                           placeholders=messages.PLACEHOLDERS,
                            language=language, languages=i18n.ENGLISH_NAMES,
                            text_attrs={"lang": language, "dir": "auto"}), status

@@ -98,8 +98,10 @@ SCHEMAS = {
             "gateway": {"type": "string", "enum": ["stripe", "razorpay", "phonepe",
                                                    "phonepe_v1", "paytabs", "square",
                                                    "pesopay", "sandbox"]},
-            "notify": {"type": "array", "items": {"type": "string", "enum": ["email", "sms"]},
-                       "uniqueItems": True},
+            "notify": {"type": "array", "uniqueItems": True,
+                       "items": {"type": "string", "enum": ["email", "sms", "whatsapp"]},
+                       "description": "Send the link now. `whatsapp` needs the lab's approved "
+                                      "WhatsApp templates (admin Messages page)."},
             "allow_partial": {"type": "boolean"},
             "language": {"type": "string", "enum": LANGUAGE_CODES,
                          "description": "The patient's language for the page and messages; "

@@ -11,13 +11,14 @@ from .. import i18n
 from ..edge import MAX_ROW_ID
 from ..money import is_known_currency
 from ..phones import to_e164
+from ..services import messages
 from ..services.links import NewLink
 from .errors import ApiError, invalid
 
 MAX_AMOUNT = 10**12
 MAX_LIFETIME = timedelta(days=90)
 MIN_LIFETIME = timedelta(minutes=5)
-CHANNELS = ("email", "sms")
+CHANNELS = ("email", "sms", "whatsapp")
 INITIATE_FIELDS = {"amount", "currency", "bill_reference", "customer", "expires_at",
                    "expires_in", "gateway", "notify", "allow_partial", "description", "metadata",
                    "language"}
@@ -162,9 +163,12 @@ def parse_initiate(body: Any, *, lab, gateways: set[str], now: datetime
         fields["gateway"] = "Not a gateway this lab has set up."
     notify = body.get("notify", [])
     if not isinstance(notify, list) or not all(c in CHANNELS for c in notify):
-        fields["notify"] = "A list of channels: email, sms."
+        fields["notify"] = "A list of channels: email, sms, whatsapp."
         notify = []
-    for channel, contact in (("sms", "phone"), ("email", "email")):
+    if "whatsapp" in notify and not messages.whatsapp_ready(lab):
+        fields["notify"] = ("WhatsApp is not set up for this lab: an admin names its approved "
+                            "templates on the Messages page.")
+    for channel, contact in (("sms", "phone"), ("whatsapp", "phone"), ("email", "email")):
         if channel in notify and not customer.get(contact) and f"customer.{contact}" not in fields:
             fields[f"customer.{contact}"] = f"Required to notify by {channel}."
     allow_partial = body.get("allow_partial", False)

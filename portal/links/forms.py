@@ -23,6 +23,7 @@ from ..i18n import staff_lazy_gettext as _l
 from ..models import utcnow
 from ..money import COMMON_CURRENCIES, MoneyError, parse_amount
 from ..phones import to_e164
+from ..services import messages
 
 
 class NewLinkForm(FlaskForm):
@@ -51,6 +52,7 @@ class NewLinkForm(FlaskForm):
                     "switch on the page."))
     send_sms = BooleanField(_l("Send by SMS"), default=True)
     send_email = BooleanField(_l("Send by email"), default=True)
+    send_whatsapp = BooleanField(_l("Send by WhatsApp"), default=False)
 
     def __init__(self, *args, lab, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,6 +60,7 @@ class NewLinkForm(FlaskForm):
         self.amount_minor: int | None = None
         self.phone_e164: str | None = None
         self.expires_at_utc: datetime | None = None
+        self.whatsapp_ready = messages.whatsapp_ready(lab)
         if lab.currency not in COMMON_CURRENCIES:
             self.currency.choices.insert(0, lab.currency)
 
@@ -90,6 +93,8 @@ class NewLinkForm(FlaskForm):
             channels.append("sms")
         if self.send_email.data and self.email.data:
             channels.append("email")
+        if self.send_whatsapp.data and self.phone.data and self.whatsapp_ready:
+            channels.append("whatsapp")
         return tuple(channels)
 
     def validate(self, extra_validators=None):

@@ -9,6 +9,7 @@ from ..edge import row_id
 from ..extensions import db_session
 from ..i18n import staff_gettext as _s
 from ..models import LinkStatus, utcnow
+from ..services import messages
 from ..services.keys import is_configured
 from ..services.links import (
     LinkError,
@@ -69,7 +70,7 @@ def new():
             form.expires_at.errors.append(str(exc))
         else:
             session.commit()
-            ways = {"sms": _s("SMS"), "email": _s("email")}
+            ways = {"sms": _s("SMS"), "email": _s("email"), "whatsapp": _s("WhatsApp")}
             sending = _s(" and ").join(ways[c] for c in form.notify)
             flash(_s("Payment link created. Sending it by %(ways)s.", ways=sending) if sending
                   else _s("Payment link created."), "success")
@@ -91,6 +92,9 @@ def detail(link_id: int):
                            gateway_ready=is_configured(session, link.lab_id, link.gateway),
                            saved_methods=active_profiles(session, link.lab_id, link.customer_id),
                            notifications=link_notifications(session, link),
+                           whatsapp_share=messages.share_on_whatsapp(
+                               current_lab(), link, current_app.config["PORTAL_BASE_URL"]),
+                           whatsapp_ready=messages.whatsapp_ready(current_lab()),
                            now=utcnow())
 
 
@@ -116,8 +120,8 @@ def resend(link_id: int):
     session = db_session()
     link = get_link(session, current_user.lab_id, link_id) or abort(404)
     channel = request.form.get("channel")
-    if channel not in ("email", "sms"):
-        abort(400, "Choose email or SMS.")
+    if channel not in ("email", "sms", "whatsapp"):
+        abort(400, "Choose email, SMS or WhatsApp.")
     try:
         row = resend_link(session, link, channel, user_id=current_user.id, ip=client_ip())
     except NotificationError as exc:

@@ -11,11 +11,13 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from .. import i18n
 from ..filters import zoned_time
 from ..models import Channel, Lab, OnlinePayment, utcnow
 from ..money import format_money, format_money_code
+from ..notify import whatsapp
 from ..tokens import patient_url
 
 KINDS = ("link", "reminder", "receipt")
@@ -127,6 +129,15 @@ class MessageSettings:
     sms_sender_id: str = ""
     dlt_entity_id: str = ""
     dlt_templates: dict[str, str] = field(default_factory=dict)  # kind -> DLT template id
+    whatsapp_templates: dict[str, str] = field(default_factory=dict)  # kind -> approved name
+    whatsapp_language: str = ""  # the templates' main language; empty: the lab's default
+    whatsapp_languages: tuple[str, ...] = ()  # further languages the templates are approved in
+
+    def whatsapp_language_for(self, language: str, lab_default: str = i18n.DEFAULT) -> str:
+        """Meta's code of the template language to send: the link's when approved in it."""
+        main = self.whatsapp_language or lab_default
+        chosen = language if language in self.whatsapp_languages else main
+        return whatsapp.TEMPLATE_LANGUAGES.get(chosen, "en")
 
     def own_texts(self, language: str) -> dict[str, str]:
         return self.texts if language == i18n.DEFAULT else self.translated.get(language, {})
@@ -147,12 +158,18 @@ class MessageSettings:
                                               else {}),
                 "receipt_channels": list(self.receipt_channels),
                 "sms": {"sender_id": self.sms_sender_id, "dlt_entity_id": self.dlt_entity_id,
-                        "dlt_templates": dict(self.dlt_templates)}}
+                        "dlt_templates": dict(self.dlt_templates)},
+                **({"whatsapp": {"templates": dict(self.whatsapp_templates),
+                                 "language": self.whatsapp_language,
+                                 "languages": list(self.whatsapp_languages)}}
+                   if self.whatsapp_templates or self.whatsapp_language
+                   or self.whatsapp_languages else {})}
 
 
 def settings_of(lab: Lab) -> MessageSettings:
     stored = lab.message_templates or {}
     sms = stored.get("sms") or {}
+    chat = stored.get("whatsapp") or {}
     translated = {lang: {k: v for k, v in (texts or {}).items() if k in DEFAULTS and v}
                   for lang, texts in (stored.get("translations") or {}).items()
                   if lang in i18n.LANGUAGES and lang != i18n.DEFAULT}
@@ -162,7 +179,24 @@ def settings_of(lab: Lab) -> MessageSettings:
         receipt_channels=tuple(stored.get("receipt_channels",
                                           MessageSettings.receipt_channels)),
         sms_sender_id=sms.get("sender_id", ""), dlt_entity_id=sms.get("dlt_entity_id", ""),
-        dlt_templates=dict(sms.get("dlt_templates") or {}))
+        dlt_templates=dict(sms.get("dlt_templates") or {}),
+        whatsapp_templates={k: v for k, v in (chat.get("templates") or {}).items()
+                            if k in KINDS and v},
+        whatsapp_language=chat.get("language") or "",
+        whatsapp_languages=tuple(lang for lang in chat.get("languages") or ()
+                                 if lang in i18n.LANGUAGES))
+
+
+def share_on_whatsapp(lab: Lab, link: OnlinePayment, base_url: str) -> str:
+    """A wa.me address that opens WhatsApp on the patient's chat with the lab's link text."""
+    text = render_for(lab, link, "link", base_url).chat
+    number = (link.customer.phone or "").lstrip("+") if link.customer else ""
+    return f"https://wa.me/{number}?" + urlencode({"text": text}, quote_via=quote)
+
+
+def whatsapp_ready(lab: Lab) -> bool:
+    """Links can go by WhatsApp once the lab has named its approved link template."""
+    return bool(settings_of(lab).whatsapp_templates.get("link"))
 
 
 def save_settings(lab: Lab, settings: MessageSettings, reminder_hours: list[int]) -> None:
@@ -186,6 +220,8 @@ class Message:
     sms: str
     link: str
     language: str = i18n.DEFAULT
+    chat: str = ""  # the SMS text with the amount as the language writes it, for WhatsApp
+    whatsapp_parameters: tuple[str, ...] = ()  # the template's {{1}}, {{2}}, ...: PLACEHOLDERS
 
 
 def patient_link(base_url: str, link: OnlinePayment, kind: str) -> str:
@@ -242,7 +278,11 @@ def render(settings: MessageSettings, kind: str, values: dict[str, str],
     return Message(kind=kind, subject=subject[:250],
                    text=fill(settings.text(kind, "email_body", language), values).strip() + "\n",
                    sms=fill(settings.text(kind, "sms", language), sms_values).strip(),
-                   link=values["link"], language=language)
+                   link=values["link"], language=language,
+                   chat=fill(settings.text(kind, "sms", language), values).strip(),
+                   # Meta refuses a parameter with a newline, a tab or a run of spaces.
+                   whatsapp_parameters=tuple(" ".join(values[name].split()) or "-"
+                                             for name in PLACEHOLDERS[kind]))
 
 
 def render_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str) -> Message:

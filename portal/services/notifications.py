@@ -31,6 +31,8 @@ from ..models import (
 from ..notify import DeliveryError, PermanentError
 from ..notify.email import build_email, send_email
 from ..notify.sms import Sms, backend_name, masked_phone, send_sms
+from ..notify.whatsapp import TemplateMessage, send_whatsapp
+from ..notify.whatsapp import configured as whatsapp_configured
 from ..worker.queue import backoff, enqueue
 from . import messages
 from .audit import audit
@@ -51,7 +53,7 @@ def contact(link: OnlinePayment, channel: Channel) -> str | None:
     customer = link.customer
     if customer is None:
         return None
-    return customer.email if channel == Channel.EMAIL else customer.phone
+    return customer.email if channel == Channel.EMAIL else customer.phone  # SMS, WhatsApp
 
 
 def queue_message(session: Session, link: OnlinePayment, kind: str,
@@ -93,6 +95,10 @@ def resend_link(session: Session, link: OnlinePayment, channel: str, *, user_id:
                                 "there is nothing to send.")
     if not contact(link, channel):
         raise NotificationError(f"The patient has no {_channel_word(channel)}.")
+    if channel == Channel.WHATSAPP and not messages.whatsapp_ready(
+            session.get_one(Lab, link.lab_id)):
+        raise NotificationError("WhatsApp is not set up: an admin names the lab's approved "
+                                "templates on the Messages page.")
     waiting = session.scalar(select(Notification.id).where(
         Notification.online_payment_id == link.id, Notification.channel == channel,
         Notification.template == "link",
@@ -140,6 +146,8 @@ def link_notifications(session: Session, link: OnlinePayment) -> list[Notificati
 def _channel_word(channel: Channel, short: bool = False) -> str:
     if channel == Channel.EMAIL:
         return "email" if short else "email address"
+    if channel == Channel.WHATSAPP:
+        return "WhatsApp" if short else "mobile number"
     return "SMS" if short else "mobile number"
 
 
@@ -183,6 +191,8 @@ def send_notification(app: Flask, session: Session, job: Job) -> None:
     try:
         if row.channel == Channel.EMAIL:
             note = _send_email(app, lab, link, row, message)
+        elif row.channel == Channel.WHATSAPP:
+            note = _send_whatsapp(app, lab, link, row, message, settings)
         else:
             note = _send_sms(app, link, row, message, settings)
     except Exception as exc:
@@ -218,6 +228,19 @@ def _send_sms(app: Flask, link: OnlinePayment, row: Notification, message: messa
         dlt_template_id=settings.dlt_templates.get(row.template, "")))
     if backend_name(app.config) == "console":
         return "Logged only: no SMS provider is set up (PORTAL_SMS_BACKEND is console)."
+    return None
+
+
+def _send_whatsapp(app: Flask, lab: Lab, link: OnlinePayment, row: Notification,
+                   message: messages.Message, settings: messages.MessageSettings) -> str | None:
+    send_whatsapp(app.config, TemplateMessage(
+        to=row.recipient, template=settings.whatsapp_templates.get(row.template, ""),
+        language=settings.whatsapp_language_for(message.language,
+                                                 i18n.normalize(lab.default_language)
+                                                 or i18n.DEFAULT),
+        parameters=message.whatsapp_parameters, log_text=redact(message.chat, link.token)))
+    if not whatsapp_configured(app.config):
+        return "Logged only: no WhatsApp Business account is set up (PORTAL_WHATSAPP_ACCESS_TOKEN)."
     return None
 
 
