@@ -103,16 +103,14 @@ def start_checkout(session: Session, config: Mapping[str, Any], link: OnlinePaym
                       status=PaymentStatus.PENDING, save_method_consent=save_method)
     session.add(payment)
     session.flush()
-    customer = link.customer
     saved = saved_customer_id(session, link) if save_method else ""
     request = CheckoutRequest(
         reference=payment.reference, amount=payment.amount, currency=payment.currency,
         description=link.description or f"Bill {link.bill_reference}",
         bill_reference=link.bill_reference, merchant_name=link.lab.name,
         expires_at=link.expires_at, idempotency_key=f"checkout-{payment.reference}",
-        customer_name=customer.name if customer else "",
-        customer_email=(customer.email or "") if customer else "",
-        customer_phone=(customer.phone or "") if customer else "",
+        customer_name=link.patient_name or "", customer_email=link.patient_email or "",
+        customer_phone=link.patient_phone or "",
         save_method=save_method, gateway_customer_id=saved,
         **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
     )

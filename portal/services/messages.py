@@ -200,12 +200,10 @@ def language_of(lab: Lab, link: OnlinePayment) -> str:
 def values_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str,
                language: str = i18n.DEFAULT) -> dict[str, str]:
     paid = kind == "receipt"
-    customer = link.customer
     locale = i18n.format_locale(language, lab.locale)
     return {
         "lab_name": lab.name,
-        "patient_name": ((customer.name if customer else "")
-                         or i18n.gettext_in(language, "patient")),
+        "patient_name": link.patient_name or i18n.gettext_in(language, "patient"),
         "amount": format_money(link.amount_paid if paid else link.outstanding, link.currency,
                                locale),
         "amount_code": format_money_code(link.amount_paid if paid else link.outstanding,
