@@ -66,7 +66,7 @@ class AmountTyped(Exception):
 
 def _typed_amount(link) -> int | None:
     """The part the patient chose, in minor units; None: pay all that is outstanding."""
-    if _part_payment(link) is None or "amount" not in request.form:
+    if not link.allow_partial or "amount" not in request.form:
         return None
     text = request.form["amount"][:60]  # no amount a bill can owe is longer
     try:
