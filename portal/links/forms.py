@@ -50,8 +50,7 @@ class NewLinkForm(FlaskForm):
         description=_l("The pay page, SMS and email are in this language; the patient can "
                     "switch on the page."))
     at_desk = BooleanField(
-        _l("The patient is at the desk: show a QR code to scan, send nothing (no mobile number "
-           "or email needed)"))
+        _l("The patient is at the desk: show a QR code to scan, send nothing"))
     send_sms = BooleanField(_l("Send by SMS"), default=True)
     send_email = BooleanField(_l("Send by email"), default=True)
     # Asked only when the mobile number or email is already another patient's: "new", or the
