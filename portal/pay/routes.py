@@ -9,8 +9,8 @@ from gateways.base import Capability, GatewayError
 
 from .. import i18n, qr
 from ..extensions import csrf, db_session
-from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..filters import patient_money
+from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..money import MAX_MINOR, MoneyError, major_string, parse_amount
 from ..services.checkout import (
     AmountRefused,
