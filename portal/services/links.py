@@ -174,9 +174,10 @@ def get_link_by_token(session: Session, token: str) -> OnlinePayment | None:
 def link_matches(text: str, country: str | None) -> ColumnElement[bool]:
     """How a search finds links, by the text's shape, on the details kept on each link.
 
-    A whole mobile number is compared in E.164 (index on lab and phone); a bill reference by
-    its start, any case (the lower(bill_reference) index); a name, or a part of a number,
-    anywhere in it: a scan of the lab's links newest first that stops at a page.
+    A bill reference by its start, any case (the lower(bill_reference) index); a whole mobile
+    number in E.164 (index on lab and phone). Text with no digit is also looked for anywhere
+    in the patient's name, and a part of a number anywhere in the phone: those read the lab's
+    own links only (its lab_id index), never the whole table.
     """
     lowered = _escaped(text.lower())
     matches = [func.lower(OnlinePayment.bill_reference).like(lowered + "%", escape="\\")]
@@ -187,7 +188,7 @@ def link_matches(text: str, country: str | None) -> ColumnElement[bool]:
             matches.append(OnlinePayment.patient_phone == phone)
         elif len(digits) >= 4:
             matches.append(OnlinePayment.patient_phone.like(f"%{digits}%"))
-    else:
+    elif not any(ch.isdigit() for ch in text):  # a digit: a bill reference, not a name
         matches.append(func.lower(OnlinePayment.patient_name).like(f"%{lowered}%",
                                                                    escape="\\"))
     return or_(*matches)
