@@ -180,7 +180,8 @@ def link_matches(text: str, country: str | None) -> ColumnElement[bool]:
     own links only (its lab_id index), never the whole table.
     """
     lowered = _escaped(text.lower())
-    matches = [func.lower(OnlinePayment.bill_reference).like(lowered + "%", escape="\\")]
+    matches: list[ColumnElement[bool]] = [
+        func.lower(OnlinePayment.bill_reference).like(lowered + "%", escape="\\")]
     if PHONE_LIKE.fullmatch(text):
         phone = to_e164(text, country)
         digits = re.sub(r"\D", "", text).lstrip("0")
