@@ -185,6 +185,8 @@ class Lab(TimestampMixin, Base):
     logo_sha256: Mapped[str | None] = mapped_column(String(64))
     reminder_hours_before: Mapped[list[int]] = mapped_column(JSON, default=list)
     refund_approval_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    # The smallest part payment a patient may make on the pay page (minor units); None: any.
+    min_part_payment: Mapped[int | None] = mapped_column(BigInteger)
     refund_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     message_templates: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -293,6 +295,10 @@ class OnlinePayment(TimestampMixin, Base):
     bill_reference: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(String(500), default="")
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    # The patient as entered for this bill: a later link on the same number never renames it.
+    patient_name: Mapped[str | None] = mapped_column(String(200))
+    patient_phone: Mapped[str | None] = mapped_column(String(20))
+    patient_email: Mapped[str | None] = mapped_column(String(254))
     gateway: Mapped[str] = mapped_column(String(32))
     status: Mapped[LinkStatus] = mapped_column(str_enum(LinkStatus, "link_status"),
                                                default=LinkStatus.CREATED)
@@ -321,6 +327,7 @@ class OnlinePayment(TimestampMixin, Base):
         Index("ix_online_payments_lab_id_desc", "lab_id", "id"),
         Index("ix_online_payments_status_expires", "status", "expires_at"),
         Index("ix_online_payments_customer", "customer_id", "id"),
+        Index("ix_online_payments_lab_patient_phone", "lab_id", "patient_phone"),
         Index("ix_online_payments_lab_bill_lower", "lab_id",
               func.lower(column("bill_reference")).label("bill_lower"),
               postgresql_ops={"bill_lower": "text_pattern_ops"}),

@@ -23,14 +23,22 @@ MAX_MINOR = 10**12  # a sanity cap on one link: 10 billion of a two-decimal curr
 
 
 class MoneyError(ValueError):
-    """Text that is not a valid amount for its currency; the message is shown to the user."""
+    """Text that is not a valid amount for its currency; the message is shown to the user.
+
+    `code` says why, for pages that word it in another language: empty, not_a_number,
+    not_positive, decimals, too_large or currency.
+    """
+
+    def __init__(self, message: str, code: str = "not_a_number"):
+        super().__init__(message)
+        self.code = code
 
 
 def exponent(currency: str) -> int:
     try:
         return currency_exponent(currency)
     except CurrencyError as exc:
-        raise MoneyError(str(exc)) from None
+        raise MoneyError(str(exc), "currency") from None
 
 
 # ISO 4217 codes that are not money a patient can pay: precious metals (XAU, XAG, XPT, XPD),
@@ -53,23 +61,24 @@ def parse_amount(text: str, currency: str) -> int:
     """`"1,234.50"` in INR -> 123450. Refuses more decimals than the currency has."""
     cleaned = (text or "").strip().replace(",", "").replace(" ", "").replace("\u00a0", "")
     if not cleaned:
-        raise MoneyError("Enter an amount.")
+        raise MoneyError("Enter an amount.", "empty")
     if cleaned.startswith("-"):
-        raise MoneyError("The amount must be more than zero.")
+        raise MoneyError("The amount must be more than zero.", "not_positive")
     if not AMOUNT_PATTERN.fullmatch(cleaned):
         raise MoneyError("Enter the amount as a number, for example 1250.50.")
     value = Decimal(cleaned)
     if value <= 0:
-        raise MoneyError("The amount must be more than zero.")
+        raise MoneyError("The amount must be more than zero.", "not_positive")
     places = exponent(currency)
     minor = value.scaleb(places)
     if minor != minor.to_integral_value():
         if places == 0:
-            raise MoneyError(f"{currency.upper()} amounts have no decimals.")
-        raise MoneyError(f"{currency.upper()} amounts have at most {places} decimals.")
+            raise MoneyError(f"{currency.upper()} amounts have no decimals.", "decimals")
+        raise MoneyError(f"{currency.upper()} amounts have at most {places} decimals.",
+                         "decimals")
     minor_int = int(minor)
     if minor_int > MAX_MINOR:
-        raise MoneyError("The amount is too large.")
+        raise MoneyError("The amount is too large.", "too_large")
     return minor_int
 
 

@@ -22,7 +22,7 @@ FIELD_LABELS = {
     "default_expiry_hours": _l("link expiry"), "reminder_hours_before": _l("reminders"),
     "refund_approval_threshold": _l("refund approval amount"),
     "refund_reasons": _l("refund reasons"), "brand_color": _l("brand colour"),
-    "logo_sha256": _l("logo"),
+    "logo_sha256": _l("logo"), "min_part_payment": _l("smallest part payment"),
 }
 
 

@@ -62,6 +62,12 @@ class LabForm(FlaskForm):
         validators=[Length(max=30)],
         description=_l("In the lab's currency, for example 5000. An admin other than the one who "
                     "asked must approve a larger refund. Leave empty: no approval needed."))
+    min_part_payment = StringField(
+        _l("Smallest part payment"),
+        validators=[Length(max=30)],
+        description=_l("In the lab's currency, for example 500. On links that allow part "
+                       "payments, the patient may pay any amount from this up to what is still "
+                       "owed. Leave empty: any amount."))
     refund_reasons = TextAreaField(
         _l("Refund reasons"), validators=[Length(max=5000),
                                       _checked(lab_settings.parse_refund_reasons)],
@@ -87,6 +93,7 @@ class LabForm(FlaskForm):
         self.timezone.choices = names
         self.locale.choices = lab_settings.locale_choices()
         self.threshold_minor: int | None = None
+        self.min_part_minor: int | None = None
         self.new_logo: Logo | None = None
 
     def load(self, lab: Lab) -> None:
@@ -103,6 +110,8 @@ class LabForm(FlaskForm):
                                       else major_string(lab.refund_approval_threshold,
                                                         lab.currency))
         self.refund_reasons.data = "\n".join(lab.refund_reasons or [])
+        self.min_part_payment.data = ("" if lab.min_part_payment is None
+                                      else major_string(lab.min_part_payment, lab.currency))
         self.brand_color.data = lab.brand_color or ""
 
     def validate_currency(self, field):
@@ -146,6 +155,18 @@ class LabForm(FlaskForm):
         except MoneyError as exc:
             raise ValidationError(str(exc)) from None
 
+    def validate_min_part_payment(self, field):
+        text = (field.data or "").strip()
+        self.min_part_minor = None
+        if not text:
+            return
+        if self.currency.errors or not is_known_currency(self.currency.data or ""):
+            raise ValidationError(_s("Enter a valid currency first."))
+        try:
+            self.min_part_minor = parse_amount(text, self.currency.data)
+        except MoneyError as exc:
+            raise ValidationError(str(exc)) from None
+
     def logo_sha256(self, lab: Lab) -> str | None:
         if self.new_logo:
             return self.new_logo.sha256
@@ -163,4 +184,4 @@ class LabForm(FlaskForm):
             refund_approval_threshold=self.threshold_minor,
             refund_reasons=tuple(lab_settings.parse_refund_reasons(self.refund_reasons.data)),
             brand_color=lab_settings.check_brand_color(self.brand_color.data),
-            logo_sha256=self.logo_sha256(lab))
+            logo_sha256=self.logo_sha256(lab), min_part_payment=self.min_part_minor)

@@ -91,7 +91,13 @@ SCHEMAS = {
                        "description": "Minor units of the currency (paise for INR)."},
             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
             "bill_reference": {"type": "string", "minLength": 1, "maxLength": 100},
-            "customer": {"$ref": "#/components/schemas/Customer"},
+            "customer": {"allOf": [{"$ref": "#/components/schemas/Customer"}], "description": (
+                "The patient. The link keeps these details as given. It goes under the lab's "
+                "patient with this external_id; else under one with the same phone or email "
+                "and the same name (case and spacing aside); else under a new patient record, "
+                "even when the phone is already another's (families share phones). An "
+                "existing record is never renamed or given another phone or email; only its "
+                "empty details are filled.")},
             "expires_at": ISO_TIME,
             "expires_in": {"type": "integer", "minimum": 300, "maximum": 90 * 86400,
                            "description": "Seconds from now; or give expires_at."},

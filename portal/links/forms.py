@@ -15,7 +15,7 @@ from wtforms import (
     TelField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from .. import i18n
 from ..i18n import staff_gettext as _s
@@ -50,9 +50,17 @@ class NewLinkForm(FlaskForm):
         choices=i18n.staff_choices(), validate_choice=False,  # none or unknown: the lab's
         description=_l("The pay page, SMS and email are in this language; the patient can "
                     "switch on the page."))
+    at_desk = BooleanField(
+        _l("The patient is at the desk: show a QR code to scan, send nothing"))
     send_sms = BooleanField(_l("Send by SMS"), default=True)
     send_email = BooleanField(_l("Send by email"), default=True)
     send_whatsapp = BooleanField(_l("Send by WhatsApp"), default=False)
+    # Asked only when the mobile number or email is already another patient's: "new", or the
+    # id of the patient record this link belongs to ("same person").
+    # A plain field (not hidden_tag's): the template writes it as radios or a hidden input.
+    patient_match = StringField(validators=[Optional(), Regexp(r"^(new|[1-9][0-9]{0,9})$",
+                                                               message=_l("Choose again."))])
+    rename_patient = BooleanField(_l("Also change the name on their record to the name above"))
 
     def __init__(self, *args, lab, **kwargs):
         super().__init__(*args, **kwargs)
@@ -88,6 +96,8 @@ class NewLinkForm(FlaskForm):
     @property
     def notify(self) -> tuple[str, ...]:
         """The ticked channels that have somewhere to go: an empty contact is left out."""
+        if self.at_desk.data:
+            return ()
         channels = []
         if self.send_sms.data and self.phone.data:
             channels.append("sms")
@@ -97,9 +107,21 @@ class NewLinkForm(FlaskForm):
             channels.append("whatsapp")
         return tuple(channels)
 
+    @property
+    def chosen_customer_id(self) -> int | None:
+        value = self.patient_match.data or ""
+        return int(value) if value.isdigit() else None
+
+    @property
+    def new_patient(self) -> bool:
+        return self.patient_match.data == "new"
+
     def validate(self, extra_validators=None):
+        """Every field's message in one round: the contact check does not wait for the rest."""
         ok = super().validate(extra_validators)
-        if ok and not (self.phone.data or self.email.data):
-            self.phone.errors.append("Enter a mobile number or an email to send the link to.")
+        if not (self.at_desk.data or self.phone.data or self.email.data):
+            self.phone.errors = [*self.phone.errors,
+                                 _s("Enter a mobile number or an email to send the link to, "
+                                    "or tick “The patient is at the desk”.")]
             return False
         return ok

@@ -10,10 +10,13 @@ from ..extensions import db_session
 from ..i18n import staff_gettext as _s
 from ..models import LinkStatus, utcnow
 from ..services import messages
+from ..services.customers import get_customer
 from ..services.keys import is_configured
 from ..services.links import (
+    MAX_QUERY,
     LinkError,
     NewLink,
+    PatientChoiceNeeded,
     cancel_link,
     create_link,
     get_link,
@@ -35,11 +38,13 @@ def index():
     if status is not None and status not in LinkStatus.__members__.values():
         abort(400, "Unknown status filter.")
     before = request.args.get("before", type=row_id)
-    links, next_cursor = list_links(db_session(), current_user.lab_id,
+    lab = current_lab()
+    q = (request.args.get("q") or "").strip()[:MAX_QUERY]
+    links, next_cursor = list_links(db_session(), lab.id,
                                     status=LinkStatus(status) if status else None,
-                                    before_id=before)
-    return render_template("links/index.html", links=links, status=status,
-                           next_cursor=next_cursor, before=before, lab=current_lab(),
+                                    before_id=before, query=q, country=lab.country)
+    return render_template("links/index.html", links=links, status=status, q=q,
+                           next_cursor=next_cursor, before=before, lab=lab,
                            statuses=list(LinkStatus), now=utcnow())
 
 
@@ -47,15 +52,23 @@ def index():
 @login_required
 def new():
     lab = current_lab()
+    session = db_session()
     form = NewLinkForm(lab=lab)
+    candidates: list = []  # patients the contact already belongs to, when staff must choose
     if request.method == "GET":
         form.currency.data = lab.currency
         form.language.data = lab.default_language
         local_expiry = (utcnow() + timedelta(hours=lab.default_expiry_hours)).astimezone(
             ZoneInfo(lab.timezone))
         form.expires_at.data = local_expiry.replace(tzinfo=None, second=0, microsecond=0)
+        patient = get_customer(session, lab.id, request.args.get("customer", type=row_id) or 0)
+        if patient is not None:  # "New link for this patient" from their page
+            form.patient_name.data = patient.name
+            form.phone.data = patient.phone or ""
+            form.email.data = patient.email or ""
+            form.patient_match.data = str(patient.id)
+    chosen = get_customer(session, lab.id, form.chosen_customer_id or 0)
     if form.validate_on_submit():
-        session = db_session()
         try:
             link = create_link(session, lab, NewLink(
                 patient_name=form.patient_name.data.strip(), phone=form.phone_e164,
@@ -65,20 +78,36 @@ def new():
                 description=(form.description.data or "").strip(),
                 expires_at=form.expires_at_utc, allow_partial=form.allow_partial.data,
                 notify=form.notify, language=i18n.normalize(form.language.data),
+                customer_id=chosen.id if chosen else None,
+                rename_customer=bool(chosen and form.rename_patient.data),
+                new_patient=form.new_patient, ask_if_other_name=True,
             ), user_id=current_user.id, ip=client_ip())
+        except PatientChoiceNeeded as exc:
+            session.rollback()
+            candidates = exc.candidates
+            form.patient_match.data = ""
+            form.patient_match.errors = [_s(
+                "This mobile number or email is already on the record of %(names)s. Choose "
+                "whether %(name)s is the same person or a new patient.",
+                names=_s(" and ").join(c.name for c in candidates),
+                name=form.patient_name.data.strip())]
         except LinkError as exc:
+            session.rollback()
             form.expires_at.errors.append(str(exc))
         else:
             session.commit()
             ways = {"sms": _s("SMS"), "email": _s("email"), "whatsapp": _s("WhatsApp")}
             sending = _s(" and ").join(ways[c] for c in form.notify)
-            flash(_s("Payment link created. Sending it by %(ways)s.", ways=sending) if sending
-                  else _s("Payment link created."), "success")
+            if form.at_desk.data:
+                flash(_s("Payment link created. Let the patient scan the QR code."), "success")
+            else:
+                flash(_s("Payment link created. Sending it by %(ways)s.", ways=sending)
+                      if sending else _s("Payment link created."), "success")
             return redirect(url_for("links.detail", link_id=link.id), 303)
     status = 422 if request.method == "POST" else 200
-    return render_template("links/new.html", form=form, lab=lab,
-                           gateway_ready=is_configured(db_session(), lab.id,
-                                                       lab.default_gateway)), status
+    return render_template("links/new.html", form=form, lab=lab, candidates=candidates,
+                           chosen=chosen, gateway_ready=is_configured(session, lab.id,
+                                                                      lab.default_gateway)), status
 
 
 @bp.get("/links/<int:link_id>")

@@ -9,8 +9,16 @@ from gateways.base import Capability, GatewayError
 
 from .. import i18n, qr
 from ..extensions import csrf, db_session
+from ..filters import patient_money
 from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
-from ..services.checkout import NotPayable, handle_return, start_checkout
+from ..money import MAX_MINOR, MoneyError, major_string, parse_amount
+from ..services.checkout import (
+    AmountRefused,
+    NotPayable,
+    handle_return,
+    smallest_payment,
+    start_checkout,
+)
 from ..services.links import get_link_by_token
 from ..tokens import patient_url
 from . import bp
@@ -29,7 +37,8 @@ def _patient_url(token: str) -> str:
     return patient_url(current_app.config["PORTAL_BASE_URL"], token)
 
 
-def _page(link, *, error: str | None = None, status_code: int = 200):
+def _page(link, *, error: str | None = None, status_code: int = 200,
+          amount_error: str | None = None, amount_text: str | None = None):
     status = link.effective_status()
     template = {
         LinkStatus.PAID: "pay/paid.html",
@@ -39,7 +48,46 @@ def _page(link, *, error: str | None = None, status_code: int = 200):
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
         can_save=_can_save(link), settled=link.settled_payments,
-        gateway=GATEWAYS.get(link.gateway)), status_code
+        gateway=GATEWAYS.get(link.gateway), part=_part_payment(link),
+        amount_error=amount_error, amount_text=amount_text), status_code
+
+
+def _part_payment(link) -> dict | None:
+    """The least and most the patient may type, when the link takes part payments."""
+    if not link.allow_partial or link.outstanding <= smallest_payment(link):
+        return None
+    return {"min": smallest_payment(link), "max": link.outstanding,
+            "initial": major_string(link.outstanding, link.currency)}
+
+
+class AmountTyped(Exception):
+    """What the patient typed is not an amount; the message is in their language."""
+
+
+def _typed_amount(link) -> int | None:
+    """The part the patient chose, in minor units; None: pay all that is outstanding."""
+    if not link.allow_partial or "amount" not in request.form:
+        return None
+    text = request.form["amount"][:60]  # no amount a bill can owe is longer
+    try:
+        return parse_amount(text, link.currency)
+    except MoneyError as exc:
+        if exc.code == "empty":
+            raise AmountTyped(i18n.gettext("Enter the amount you want to pay.")) from None
+        if exc.code == "too_large":
+            return MAX_MINOR + 1  # refused as more than what is owed
+        if exc.code == "not_positive" and not text.strip().startswith("-"):
+            return 0  # refused as less than the least
+        raise AmountTyped(i18n.gettext(
+            "Enter the amount as a number, for example %(example)s.",
+            example=major_string(link.outstanding, link.currency))) from None
+
+
+def _refused_amount(link, exc: AmountRefused) -> str:
+    limit = patient_money(exc.limit, link.currency, link.lab)
+    if exc.code == "below_minimum":
+        return i18n.gettext("Pay at least %(amount)s.", amount=limit)
+    return i18n.gettext("Pay at most %(amount)s: that is what is still owed.", amount=limit)
 
 
 def _can_save(link) -> bool:
@@ -58,10 +106,19 @@ def page(token: str):
 def start(token: str):
     link = _link(token)
     session = db_session()
+    typed = (request.form.get("amount") or "")[:60]
     try:
-        started = start_checkout(session, current_app.config, link,
+        amount = _typed_amount(link)
+        started = start_checkout(session, current_app.config, link, amount=amount,
                                  save_method=_can_save(link)
                                  and request.form.get("save_method") == "yes")
+    except AmountTyped as exc:
+        return _page(link, amount_error=str(exc), amount_text=typed, status_code=422)
+    except AmountRefused as exc:
+        session.rollback()
+        link = _link(token)
+        return _page(link, amount_error=_refused_amount(link, exc), amount_text=typed,
+                     status_code=422)
     except NotPayable:
         session.rollback()
         return _page(link, status_code=409)

@@ -49,6 +49,35 @@ class NotPayable(Exception):
         self.status = status
 
 
+class AmountRefused(Exception):
+    """The patient asked to pay an amount this link does not take; `limit` is in minor units."""
+
+    def __init__(self, code: str, limit: int):
+        super().__init__(code)
+        self.code = code  # "below_minimum" | "above_outstanding" | "no_part_payments"
+        self.limit = limit
+
+
+def smallest_payment(link: OnlinePayment) -> int:
+    """The least the patient may pay now: the lab's minimum, or all that is left if less."""
+    minimum = link.lab.min_part_payment or 1
+    return max(1, min(minimum, link.outstanding))
+
+
+def amount_to_charge(link: OnlinePayment, amount: int | None) -> int:
+    """What a checkout charges: all that is outstanding, or a part when the link allows it."""
+    outstanding = link.outstanding
+    if amount is None or amount == outstanding:
+        return outstanding
+    if amount > outstanding:
+        raise AmountRefused("above_outstanding", outstanding)
+    if not link.allow_partial:
+        raise AmountRefused("no_part_payments", outstanding)
+    if amount < smallest_payment(link):
+        raise AmountRefused("below_minimum", smallest_payment(link))
+    return amount
+
+
 @dataclass(frozen=True)
 class Started:
     payment: Payment
@@ -64,11 +93,12 @@ def urls(base_url: str, link: OnlinePayment, gateway: str, reference: str) -> di
 
 
 def start_checkout(session: Session, config: Mapping[str, Any], link: OnlinePayment, *,
-                   save_method: bool = False) -> Started:
-    """Creates a pending Payment and the gateway's hosted checkout for what is outstanding.
+                   save_method: bool = False, amount: int | None = None) -> Started:
+    """Creates a pending Payment and the gateway's hosted checkout for what is outstanding,
+    or for `amount` (minor units) when the link takes part payments (`amount_to_charge`).
 
     The link row is locked only while the Payment is created, never across the gateway call.
-    A second press of Pay within a few minutes reuses the checkout already made.
+    A second press of Pay for the same amount within a few minutes reuses the checkout made.
     """
     deadline = utcnow() + CHECKOUT_IN_FLIGHT_WAIT
     while True:
@@ -76,10 +106,11 @@ def start_checkout(session: Session, config: Mapping[str, Any], link: OnlinePaym
         status = link.effective_status()
         if status not in OPEN_LINK_STATES:
             raise NotPayable(status)
+        charge = amount_to_charge(link, amount)  # checked under the lock: outstanding is fresh
         recent = session.scalars(
             select(Payment).where(Payment.online_payment_id == link.id,
                                   Payment.status == PaymentStatus.PENDING,
-                                  Payment.amount == link.outstanding,
+                                  Payment.amount == charge,
                                   Payment.created_at > utcnow() - REUSE_CHECKOUT_FOR)
             .order_by(Payment.id.desc()).limit(1)
             .execution_options(populate_existing=True)).first()
@@ -99,20 +130,18 @@ def start_checkout(session: Session, config: Mapping[str, Any], link: OnlinePaym
 
     gateway = configured_gateway(session, config, link.lab_id, link.gateway)
     payment = Payment(lab_id=link.lab_id, online_payment=link, reference=new_reference(),
-                      amount=link.outstanding, currency=link.currency, gateway=link.gateway,
+                      amount=charge, currency=link.currency, gateway=link.gateway,
                       status=PaymentStatus.PENDING, save_method_consent=save_method)
     session.add(payment)
     session.flush()
-    customer = link.customer
     saved = saved_customer_id(session, link) if save_method else ""
     request = CheckoutRequest(
         reference=payment.reference, amount=payment.amount, currency=payment.currency,
         description=link.description or f"Bill {link.bill_reference}",
         bill_reference=link.bill_reference, merchant_name=link.lab.name,
         expires_at=link.expires_at, idempotency_key=f"checkout-{payment.reference}",
-        customer_name=customer.name if customer else "",
-        customer_email=(customer.email or "") if customer else "",
-        customer_phone=(customer.phone or "") if customer else "",
+        customer_name=link.patient_name or "", customer_email=link.patient_email or "",
+        customer_phone=link.patient_phone or "",
         save_method=save_method, gateway_customer_id=saved,
         **urls(config["PORTAL_BASE_URL"], link, link.gateway, payment.reference),
     )

@@ -198,6 +198,11 @@ def _succeeded(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tu
     if link.amount_paid >= link.amount:
         move_link(link, LinkStatus.PAID)
         link.paid_at = now
+        if link.amount_paid > link.amount:  # e.g. a whole-bill checkout left open, then a part
+            link.needs_attention = True
+            link.attention_reason = (f"Paid {link.amount_paid} {link.currency} on a bill of "
+                                     f"{link.amount}: more than was owed.")
+            return "payment succeeded; link paid, more than owed: flagged for staff", True
         return "payment succeeded; link paid", True
     move_link(link, LinkStatus.PARTIALLY_PAID)
     return "payment succeeded; link partially paid", True

@@ -41,6 +41,7 @@ class LabSettings:
     refund_reasons: tuple[str, ...]
     brand_color: str | None
     logo_sha256: str | None  # the logo is audited by its hash, never its bytes
+    min_part_payment: int | None = None  # minor units; None: any amount
 
     @classmethod
     def of(cls, lab: Lab) -> LabSettings:
@@ -50,7 +51,8 @@ class LabSettings:
                    reminder_hours_before=tuple(lab.reminder_hours_before or ()),
                    refund_approval_threshold=lab.refund_approval_threshold,
                    refund_reasons=tuple(lab.refund_reasons or ()),
-                   brand_color=lab.brand_color, logo_sha256=lab.logo_sha256)
+                   brand_color=lab.brand_color, logo_sha256=lab.logo_sha256,
+                   min_part_payment=lab.min_part_payment)
 
 
 @dataclass(frozen=True)

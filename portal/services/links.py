@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -17,6 +18,7 @@ from ..models import (
     PaymentGatewayTransaction,
     utcnow,
 )
+from ..phones import to_e164
 from ..tokens import new_token
 from . import events
 from .audit import audit
@@ -24,6 +26,14 @@ from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_message, schedule_reminders
 
 PAGE_SIZE = 25
+MAX_QUERY = 100
+LIKE_SPECIALS = re.compile(r"([\\%_])")
+PHONE_LIKE = re.compile(r"[\d\s+()./-]+")
+
+
+def _escaped(text: str) -> str:
+    """`text` for a LIKE pattern, its wildcards taken literally."""
+    return LIKE_SPECIALS.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -41,46 +51,99 @@ class NewLink:
     gateway: str | None = None
     notify: tuple[str, ...] = ()  # "email", "sms": send the link now
     language: str | None = None  # the patient's (i18n.LANGUAGES); None: the lab's default
+    # Which patient record the link goes under (see `patient_for`):
+    customer_id: int | None = None  # staff chose this patient of the lab ("same person")
+    rename_customer: bool = False  # ...and asked to change that record's name to patient_name
+    new_patient: bool = False  # staff chose "new patient": a record of its own, same phone
+    ask_if_other_name: bool = False  # a contact on another name raises PatientChoiceNeeded
 
 
 class LinkError(Exception):
     pass
 
 
-def find_or_create_customer(session: Session, lab_id: int, name: str, phone: str | None,
-                            email: str | None, external_id: str | None = None) -> Customer:
-    """The lab's patient with this id, phone or email; a new one when none matches."""
+class PatientChoiceNeeded(LinkError):
+    """The phone or email belongs to patients of the lab with other names: staff choose."""
+
+    def __init__(self, candidates: list[Customer]):
+        super().__init__("This mobile number or email belongs to another patient.")
+        self.candidates = candidates
+
+
+def same_name(a: str, b: str) -> bool:
+    """"Ravi  kumar" is "Ravi Kumar": case and spacing aside."""
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def patients_with_contact(session: Session, lab_id: int, phone: str | None,
+                          email: str | None, limit: int = 10) -> list[Customer]:
+    """The lab's patients with this phone or email, newest first (families share phones)."""
     keys = []
-    if external_id:
-        keys.append(Customer.external_id == external_id)
     if phone:
         keys.append(Customer.phone == phone)
     if email:
         keys.append(Customer.email == email)
-    customer = None
-    if keys:
-        customer = session.scalars(select(Customer).where(Customer.lab_id == lab_id, or_(*keys))
-                                   .order_by(Customer.id.desc()).limit(1)).first()
-    if customer is None:
-        customer = Customer(lab_id=lab_id, name=name, phone=phone, email=email,
-                            external_id=external_id)
-        session.add(customer)
-    else:
-        customer.name = name or customer.name
-        customer.phone = phone or customer.phone
-        customer.email = email or customer.email
+    if not keys:
+        return []
+    return list(session.scalars(select(Customer).where(Customer.lab_id == lab_id, or_(*keys))
+                                .order_by(Customer.id.desc()).limit(limit)))
+
+
+def patient_for(session: Session, lab_id: int, data: NewLink) -> Customer:
+    """The patient record a new link goes under; an existing record is never silently changed.
+
+    In order: the record staff chose (renamed only when asked); a new record when staff said
+    "new patient"; the lab's own patient id; a record with the same contact *and* the same
+    name; otherwise a new record with this contact, unless `ask_if_other_name` and the contact
+    is already on another name, which raises PatientChoiceNeeded for staff to choose.
+    """
+    name, phone, email = data.patient_name, data.phone, data.email
+    if data.customer_id is not None:
+        customer = session.scalar(select(Customer).where(Customer.id == data.customer_id,
+                                                         Customer.lab_id == lab_id))
+        if customer is None:
+            raise LinkError("That patient is not one of this lab's.")
+        if data.rename_customer and name:
+            customer.name = name
+        customer.phone = customer.phone or phone  # an empty detail is filled, none replaced
+        customer.email = customer.email or email
+        return customer
+    if not data.new_patient:
+        if data.external_id:
+            found = session.scalars(select(Customer).where(
+                Customer.lab_id == lab_id, Customer.external_id == data.external_id)
+                .order_by(Customer.id.desc()).limit(1)).first()
+            if found is not None:
+                return found
+        candidates = patients_with_contact(session, lab_id, phone, email)
+        for candidate in candidates:
+            if same_name(candidate.name, name):
+                candidate.phone = candidate.phone or phone
+                candidate.email = candidate.email or email
+                return candidate
+        if candidates and data.ask_if_other_name:
+            raise PatientChoiceNeeded(candidates)
+    customer = Customer(lab_id=lab_id, name=name, phone=phone, email=email,
+                        external_id=data.external_id)
+    session.add(customer)
     return customer
 
 
 def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | None,
                 ip: str | None = None) -> OnlinePayment:
+    """Makes a link (and its patient record when new) and queues its messages; caller commits.
+
+    Raises LinkError, or PatientChoiceNeeded when `data.ask_if_other_name` and staff must
+    choose between an existing patient and a new one.
+    """
     if data.expires_at <= utcnow():
         raise LinkError("The expiry must be in the future.")
-    customer = find_or_create_customer(session, lab.id, data.patient_name, data.phone,
-                                       data.email, data.external_id)
+    customer = patient_for(session, lab.id, data)
+    renamed = data.customer_id is not None and data.rename_customer
     link = OnlinePayment(
         lab_id=lab.id, token=new_token(), amount=data.amount, currency=data.currency.upper(),
         bill_reference=data.bill_reference, description=data.description, customer=customer,
+        patient_name=data.patient_name, patient_phone=data.phone, patient_email=data.email,
         gateway=data.gateway or lab.default_gateway, expires_at=data.expires_at,
         allow_partial=data.allow_partial, created_by_id=user_id, status=LinkStatus.CREATED,
         language=data.language or lab.default_language,
@@ -89,7 +152,8 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
     session.flush()
     audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
           object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
-          currency=link.currency, bill_reference=link.bill_reference)
+          currency=link.currency, bill_reference=link.bill_reference,
+          customer_id=customer.id, patient_renamed=renamed)
     queue_link_message(session, link, data.notify)  # the outbox: same transaction
     schedule_reminders(session, link)
     return link
@@ -107,24 +171,56 @@ def get_link_by_token(session: Session, token: str) -> OnlinePayment | None:
     return session.scalar(select(OnlinePayment).where(OnlinePayment.token == token))
 
 
+def link_matches(text: str, country: str | None) -> ColumnElement[bool]:
+    """How a search finds links, by the text's shape, on the details kept on each link.
+
+    A bill reference by its start, any case (the lower(bill_reference) index); a whole mobile
+    number in E.164 (index on lab and phone). Text with no digit is also looked for anywhere
+    in the patient's name, and a part of a number anywhere in the phone: those read the lab's
+    own links only (its lab_id index), never the whole table.
+    """
+    lowered = _escaped(text.lower())
+    matches: list[ColumnElement[bool]] = [
+        func.lower(OnlinePayment.bill_reference).like(lowered + "%", escape="\\")]
+    if PHONE_LIKE.fullmatch(text):
+        phone = to_e164(text, country)
+        digits = re.sub(r"\D", "", text).lstrip("0")
+        if phone:
+            matches.append(OnlinePayment.patient_phone == phone)
+        elif len(digits) >= 4:
+            matches.append(OnlinePayment.patient_phone.like(f"%{digits}%"))
+    elif not any(ch.isdigit() for ch in text):  # a digit: a bill reference, not a name
+        matches.append(func.lower(OnlinePayment.patient_name).like(f"%{lowered}%",
+                                                                   escape="\\"))
+    return or_(*matches)
+
+
 def list_links(session: Session, lab_id: int, *, status: LinkStatus | None = None,
                before_id: int | None = None, now: datetime | None = None,
+               query: str | None = None, country: str | None = None,
                limit: int = PAGE_SIZE) -> tuple[list[OnlinePayment], int | None]:
-    """Newest first, keyset-paginated on id; returns the page and the cursor for the next."""
+    """Newest first, keyset-paginated on id; returns the page and the cursor for the next.
+
+    `query` finds a patient's name, mobile number or a bill reference (`link_matches`).
+    """
     now = now or utcnow()
-    query = select(OnlinePayment).where(OnlinePayment.lab_id == lab_id)
+    query_text = (query or "").strip()[:MAX_QUERY]
+    statement = select(OnlinePayment).where(OnlinePayment.lab_id == lab_id)
+    if query_text:
+        statement = statement.where(link_matches(query_text, country))
     open_states = tuple(OPEN_LINK_STATES)
     if status == LinkStatus.EXPIRED:  # stored as expired, or open but past its expiry
-        query = query.where(or_(OnlinePayment.status == LinkStatus.EXPIRED,
-                                (OnlinePayment.status.in_(open_states))
-                                & (OnlinePayment.expires_at <= now)))
+        statement = statement.where(or_(OnlinePayment.status == LinkStatus.EXPIRED,
+                                        (OnlinePayment.status.in_(open_states))
+                                        & (OnlinePayment.expires_at <= now)))
     elif status in OPEN_LINK_STATES:
-        query = query.where(OnlinePayment.status == status, OnlinePayment.expires_at > now)
+        statement = statement.where(OnlinePayment.status == status,
+                                    OnlinePayment.expires_at > now)
     elif status is not None:
-        query = query.where(OnlinePayment.status == status)
+        statement = statement.where(OnlinePayment.status == status)
     if before_id:
-        query = query.where(OnlinePayment.id < before_id)
-    rows = list(session.scalars(query.order_by(OnlinePayment.id.desc()).limit(limit + 1)))
+        statement = statement.where(OnlinePayment.id < before_id)
+    rows = list(session.scalars(statement.order_by(OnlinePayment.id.desc()).limit(limit + 1)))
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], next_cursor
 

@@ -190,7 +190,7 @@ def settings_of(lab: Lab) -> MessageSettings:
 def share_on_whatsapp(lab: Lab, link: OnlinePayment, base_url: str) -> str:
     """A wa.me address that opens WhatsApp on the patient's chat with the lab's link text."""
     text = render_for(lab, link, "link", base_url).chat
-    number = (link.customer.phone or "").lstrip("+") if link.customer else ""
+    number = (link.patient_phone or "").lstrip("+")
     return f"https://wa.me/{number}?" + urlencode({"text": text}, quote_via=quote)
 
 
@@ -236,12 +236,10 @@ def language_of(lab: Lab, link: OnlinePayment) -> str:
 def values_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str,
                language: str = i18n.DEFAULT) -> dict[str, str]:
     paid = kind == "receipt"
-    customer = link.customer
     locale = i18n.format_locale(language, lab.locale)
     return {
         "lab_name": lab.name,
-        "patient_name": ((customer.name if customer else "")
-                         or i18n.gettext_in(language, "patient")),
+        "patient_name": link.patient_name or i18n.gettext_in(language, "patient"),
         "amount": format_money(link.amount_paid if paid else link.outstanding, link.currency,
                                locale),
         "amount_code": format_money_code(link.amount_paid if paid else link.outstanding,

@@ -50,10 +50,8 @@ class NotificationError(Exception):
 
 
 def contact(link: OnlinePayment, channel: Channel) -> str | None:
-    customer = link.customer
-    if customer is None:
-        return None
-    return customer.email if channel == Channel.EMAIL else customer.phone  # SMS, WhatsApp
+    """The phone or email entered for this link (kept on it), never a later patient's."""
+    return link.patient_email if channel == Channel.EMAIL else link.patient_phone
 
 
 def queue_message(session: Session, link: OnlinePayment, kind: str,
@@ -253,7 +251,7 @@ def _send_email(app: Flask, lab: Lab, link: OnlinePayment, row: Notification,
         return "Logged only: no mail server is set up (PORTAL_SMTP_URL)."
     email = build_email(
         mail_from=app.config["PORTAL_MAIL_FROM"], sender_name=lab.name, to=row.recipient,
-        to_name=link.customer.name if link.customer else "", subject=message.subject,
+        to_name=link.patient_name or "", subject=message.subject,
         text=message.text, html=email_html(lab, message), message_id=f"notification-{row.id}")
     send_email(smtp_url, email)
     log.info("email %s sent to %s", row.id, masked_email(row.recipient))

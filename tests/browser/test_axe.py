@@ -77,6 +77,7 @@ def test_staff_pages_have_no_violations(audit, live_server, build, lab, staff):
     def submit_bad_form(page):
         page.get_by_label("Amount").fill("12.345")
         page.get_by_role("button", name="Create link").click()
-        expect(page.get_by_text("INR amounts have at most 2 decimals.")).to_be_visible()
+        # In the error summary at the top, and next to the field.
+        expect(page.get_by_text("INR amounts have at most 2 decimals.")).to_have_count(2)
 
     assert audit(live_server("/links/new"), page=page, prepare=submit_bad_form) == []

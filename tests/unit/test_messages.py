@@ -37,6 +37,8 @@ def make_link(**fields) -> OnlinePayment:
     defaults = dict(id=7, lab_id=1, token=TOKEN, amount=123450, amount_paid=0, currency="INR",
                     bill_reference="B-1001", description="HbA1c and lipid profile",
                     expires_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+                    patient_name="Asha Rao", patient_phone="+919876543210",
+                    patient_email="asha@example.com",
                     customer=Customer(name="Asha Rao", phone="+919876543210",
                                       email="asha@example.com"))
     return OnlinePayment(**{**defaults, **fields})
