@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from . import events
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_message, schedule_reminders
+from .outhooks import emit
 
 PAGE_SIZE = 25
 
@@ -41,6 +43,7 @@ class NewLink:
     gateway: str | None = None
     notify: tuple[str, ...] = ()  # "email", "sms": send the link now
     language: str | None = None  # the patient's (i18n.LANGUAGES); None: the lab's default
+    metadata: dict[str, Any] | None = None  # the API's, shown back with the link
 
 
 class LinkError(Exception):
@@ -83,7 +86,7 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
         bill_reference=data.bill_reference, description=data.description, customer=customer,
         gateway=data.gateway or lab.default_gateway, expires_at=data.expires_at,
         allow_partial=data.allow_partial, created_by_id=user_id, status=LinkStatus.CREATED,
-        language=data.language or lab.default_language,
+        language=data.language or lab.default_language, metadata_json=data.metadata or {},
     )
     session.add(link)
     session.flush()
@@ -92,6 +95,7 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
           currency=link.currency, bill_reference=link.bill_reference)
     queue_link_message(session, link, data.notify)  # the outbox: same transaction
     schedule_reminders(session, link)
+    emit(session, link, "link.created")  # the lab's webhooks: same transaction
     return link
 
 

@@ -18,6 +18,7 @@ from ..services import (
     checkout,
     expiry,
     notifications,
+    outhooks,
     profiles,
     reconciliation,
     refunds,
@@ -53,6 +54,12 @@ def deliver_sandbox_webhook(app: Flask, session: Session, job: Job) -> None:
                             job.payload["body"].encode(), job.payload.get("event_id"))
 
 
+def deliver_lab_webhook(app: Flask, session: Session, job: Job) -> None:
+    """One attempt of an event to one of the lab's endpoints; a failure is recorded, not raised:
+    the delivery schedules its own retry (three days of backoff, not the queue's)."""
+    outhooks.deliver(session, app.config, job.payload["delivery_id"])
+
+
 def scan_pending_payments(app: Flask, session: Session, job: Job) -> None:
     reconciliation.schedule_status_checks(session)
 
@@ -74,6 +81,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "notification.send": notifications.send_notification,
     "notification.reminder": notifications.send_reminder,
     "sandbox.deliver_webhook": deliver_sandbox_webhook,
+    outhooks.JOB_KIND: deliver_lab_webhook,
     "reconciliation.scan": scan_pending_payments,
     "expiry.sweep": sweep_expired_links,
     "jobs.prune": prune_jobs,
