@@ -27,7 +27,7 @@ class EndpointForm(FlaskForm):
     description = StringField(_l("Description (optional)"),
                               validators=[Optional(), Length(max=200)])
     events = SelectMultipleField(
-        _l("Events"), choices=[(t, t) for t in outhooks.EVENT_TYPES],
+        _l("Events"), choices={t: t for t in outhooks.EVENT_TYPES},
         default=list(outhooks.EVENT_TYPES),
         validators=[DataRequired(message=_l("Choose at least one event."))],
         widget=widgets.ListWidget(prefix_label=False), option_widget=widgets.CheckboxInput())
