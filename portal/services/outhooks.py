@@ -524,6 +524,25 @@ def _record(session: Session, delivery: WebhookDelivery, answer: Answer, now: da
     _start_next(session, delivery, now)
 
 
+STALLED_AFTER = timedelta(minutes=10)
+
+
+def resume_stalled(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
+    """Deliveries overdue by STALLED_AFTER (their job lost: a worker died past its retries) get
+    a new job; one more job than needed is harmless, `deliver` skips what is not due."""
+    now = now or utcnow()
+    overdue = list(session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at < now - STALLED_AFTER)
+        .order_by(WebhookDelivery.id).limit(limit)))
+    resumed = 0
+    for delivery in overdue:
+        if _earlier_pending(session, delivery) is None:
+            _schedule(session, delivery, now)
+            resumed += 1
+    return resumed
+
+
 def redeliver(session: Session, lab_id: int, delivery_id: int, *,
               now: datetime | None = None) -> WebhookDelivery | None:
     """Sends the same event (same id and body) again, with a fresh retry window."""

@@ -60,6 +60,10 @@ def deliver_lab_webhook(app: Flask, session: Session, job: Job) -> None:
     outhooks.deliver(session, app.config, job.payload["delivery_id"])
 
 
+def resume_lab_webhooks(app: Flask, session: Session, job: Job) -> None:
+    outhooks.resume_stalled(session)
+
+
 def scan_pending_payments(app: Flask, session: Session, job: Job) -> None:
     reconciliation.schedule_status_checks(session)
 
@@ -82,6 +86,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "notification.reminder": notifications.send_reminder,
     "sandbox.deliver_webhook": deliver_sandbox_webhook,
     outhooks.JOB_KIND: deliver_lab_webhook,
+    "webhook.resume": resume_lab_webhooks,
     "reconciliation.scan": scan_pending_payments,
     "expiry.sweep": sweep_expired_links,
     "jobs.prune": prune_jobs,
@@ -92,4 +97,5 @@ PERIODIC: Final[dict[str, Periodic]] = {task.kind: task for task in (
     Periodic("jobs.prune", every=timedelta(hours=6)),
     Periodic("expiry.sweep", every=timedelta(minutes=1)),
     Periodic("reconciliation.scan", every=timedelta(seconds=30)),
+    Periodic("webhook.resume", every=timedelta(minutes=5)),
 )}

@@ -195,3 +195,40 @@ def test_secrets_are_masked_in_logs(app, client, db, api, dns, monkeypatch, lab)
     endpoint = db.scalar(select(WebhookEndpoint))
     outhooks.signing_secrets(app.config["PORTAL_ENCRYPTION_KEYS"], endpoint, endpoint.created_at)
     assert secret in logmask.SECRETS
+
+
+def test_keys_rotate_re_encrypts_endpoint_secrets(app, client, db, api, dns):
+    from cryptography.fernet import Fernet
+
+    from tests.web.test_cli import invoke
+
+    dns["x.example"] = [PUBLIC]
+    secret = client.post("/webhook-endpoints", headers=api,
+                         json={"url": "https://x.example/"}).get_json()["secret"]
+    old_key = app.config["PORTAL_ENCRYPTION_KEYS"][0]
+    new_key = Fernet.generate_key().decode()
+    app.config["PORTAL_ENCRYPTION_KEYS"] = [new_key, old_key]
+    result = invoke(app, ["keys", "rotate"])
+    assert result.exit_code == 0 and "secrets of 1 webhook endpoint(s)" in result.output
+    row = db.scalar(select(WebhookEndpoint))
+    assert decrypt([new_key], row.secret_encrypted) == {"secret": secret}
+
+
+def test_a_stalled_delivery_is_resumed_by_the_sweep(app, db, build, lab):
+    """A delivery whose job was lost (a worker died past its retries) is picked up again."""
+    from datetime import timedelta
+
+    from portal.models import Job, OutboxStatus, utcnow
+
+    app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"
+    outhooks.create_endpoint(db, app.config, lab, "http://127.0.0.1:9/hook")
+    db.commit()
+    build.link(lab)
+    for job in db.scalars(select(Job).where(Job.kind == outhooks.JOB_KIND)):
+        job.status = OutboxStatus.DEAD
+    db.commit()
+    assert outhooks.resume_stalled(db, now=utcnow()) == 0  # not overdue yet
+    assert outhooks.resume_stalled(db, now=utcnow() + timedelta(minutes=11)) == 1
+    db.commit()
+    assert db.scalar(select(Job.status).where(Job.kind == outhooks.JOB_KIND)
+                     .order_by(Job.id.desc()).limit(1)) == OutboxStatus.QUEUED
