@@ -46,6 +46,7 @@ LINK_EXAMPLE = {
 ENDPOINT_EXAMPLE = {"id": 3, "url": "https://lis.example-lab.com/hooks/payments",
                     "description": "LIS", "events": ["link.paid", "refund.succeeded"],
                     "enabled": True, "created_at": "2026-11-26T10:00:00Z"}
+CREATED_EXAMPLE = {**ENDPOINT_EXAMPLE, "secret": "whsec_..."}  # nosec B105: an example
 REFUND_EXAMPLE = {"id": 7, "payment_id": 91, "amount": 50000, "currency": "INR",
                   "status": "pending", "reason": "Test cancelled",
                   "created_at": "2026-11-27T09:30:00Z"}
@@ -315,7 +316,7 @@ def document(base_url: str) -> dict:
                                     "events": ["link.paid", "refund.succeeded"]}}}},
                     "responses": {
                         "201": _response("The endpoint and its secret", "WebhookEndpointCreated",
-                                         {**ENDPOINT_EXAMPLE, "secret": "whsec_..."}),
+                                         CREATED_EXAMPLE),
                         **_errors(400, 401, 409, 413, 422, 429, 503)}}},
             "/webhook-endpoints/{id}": {"delete": {
                 "operationId": "deleteWebhookEndpoint",
