@@ -10,7 +10,7 @@ from ..services import outhooks
 from ..services.audit import audit
 from . import bp
 from .errors import ApiError
-from .routes import _json_body, _lab, idempotent
+from .routes import _json_body, _lab
 from .validation import require_object
 
 FIELDS = {"url", "events", "description"}
@@ -30,9 +30,9 @@ def list_webhook_endpoints():
     return jsonify({"data": [outhooks.endpoint_object(e) for e in rows]})
 
 
+# Not idempotent on purpose: a replayed answer would be a stored copy of the secret.
 @bp.post("/webhook-endpoints")
 @csrf.exempt
-@idempotent
 def create_webhook_endpoint():
     body = require_object(_json_body())
     unknown = sorted(set(body) - FIELDS)

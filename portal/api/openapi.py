@@ -309,7 +309,9 @@ def document(base_url: str) -> dict:
                 "post": {
                     "operationId": "createWebhookEndpoint",
                     "summary": "Register an endpoint; the answer carries its secret, once",
-                    "parameters": [IDEMPOTENCY_PARAM],
+                    "description": "Not idempotent: the secret is never stored in clear, so "
+                                   "no answer can be replayed. After a lost answer, list the "
+                                   "endpoints and delete the duplicate.",
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/WebhookEndpointRequest"},
                         "example": {"url": "https://lis.example-lab.com/hooks/payments",
@@ -317,7 +319,7 @@ def document(base_url: str) -> dict:
                     "responses": {
                         "201": _response("The endpoint and its secret", "WebhookEndpointCreated",
                                          CREATED_EXAMPLE),
-                        **_errors(400, 401, 409, 413, 422, 429, 503)}}},
+                        **_errors(400, 401, 413, 422, 429, 503)}}},
             "/webhook-endpoints/{id}": {"delete": {
                 "operationId": "deleteWebhookEndpoint",
                 "summary": "Stop sending to an endpoint and remove it",

@@ -232,3 +232,14 @@ def test_a_stalled_delivery_is_resumed_by_the_sweep(app, db, build, lab):
     db.commit()
     assert db.scalar(select(Job.status).where(Job.kind == outhooks.JOB_KIND)
                      .order_by(Job.id.desc()).limit(1)) == OutboxStatus.QUEUED
+
+
+def test_the_secret_is_not_kept_by_idempotency(app, client, db, api, dns):
+    """An Idempotency-Key would store the answer, secret and all: this POST ignores it."""
+    from portal.models import IdempotencyKey
+
+    dns["x.example"] = [PUBLIC]
+    headers = {**api, "Idempotency-Key": "hook-1"}
+    first = client.post("/webhook-endpoints", headers=headers, json={"url": "https://x.example/"})
+    assert first.status_code == 201
+    assert db.scalar(select(IdempotencyKey.id)) is None
