@@ -407,7 +407,8 @@ def _excerpt(raw: bytes) -> str:
 
 
 def post(target: Target, body: bytes, headers: Mapping[str, str], *,
-         connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> Answer:
+         connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+         ca_file: str | None = None) -> Answer:
     """One POST to the checked address, never redirected, reading at most MAX_RESPONSE_READ."""
     started = time.monotonic()
     deadline = started + connect_timeout + read_timeout
@@ -417,7 +418,8 @@ def post(target: Target, body: bytes, headers: Mapping[str, str], *,
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(address, target.port, timeout=timeout, retries=False,
                                            maxsize=1, server_hostname=target.host,
-                                           assert_hostname=target.host, cert_reqs="CERT_REQUIRED")
+                                           assert_hostname=target.host, cert_reqs="CERT_REQUIRED",
+                                           ca_certs=ca_file)
     else:
         pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False,
                                           maxsize=1)
