@@ -169,7 +169,7 @@ def test_a_redirect_is_not_followed_and_counts_as_failed(app, client, db, api, r
 
 
 def test_failed_after_three_days_with_the_last_answer_then_redelivered_by_an_admin(
-        app, client, db, api, receiver, clock, admin_client):
+        app, client, db, api, receiver, clock, admin_client, capsys):
     endpoint = register(client, api, f"{receiver.url}/hook")
     for _ in range(60):
         receiver.add_fault(Fault("/hook", status=503, body=b"maintenance window"))
@@ -189,6 +189,11 @@ def test_failed_after_three_days_with_the_last_answer_then_redelivered_by_an_adm
     assert delivery.last_status_code == 503 and delivery.last_response == "maintenance window"
     attempts = list(db.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id)))
     gaps = [b.attempted_at - a.attempted_at for a, b in itertools.pairwise(attempts)]
+    with capsys.disabled():  # the delivery log of a retried event, as the admin page lists it
+        print(f"\n{delivery.event.type} {delivery.event.public_id}: {delivery.status.value} "
+              f"after {delivery.attempts} attempts")
+        for a in attempts:
+            print(f"  +{a.attempted_at - started}  HTTP {a.status_code} {a.response_excerpt}")
     assert gaps[0] < gaps[5] and max(gaps) <= timedelta(hours=6)  # exponential, capped
 
     page = admin_client.get(f"/admin/integrations/{endpoint['id']}").get_data(as_text=True)
