@@ -28,6 +28,7 @@ from tests.conftest import csrf_from
 from tests.fakes.lab_receiver import LabReceiver, signatures, verify
 from tests.fakes.server import Fault
 from tests.web.helpers import post_event, start_payment
+from tests.web.test_api import validate
 
 
 class Clock:
@@ -108,6 +109,14 @@ def test_events_arrive_signed_in_order_with_the_link_as_the_status_api_shows_it(
         assert re.fullmatch(r"evt_[0-9a-f]{32}", body["id"])
         assert isinstance(body["created"], int) and abs(body["created"] - clock.now.timestamp()) < 5
     first, paid = (json.loads(r.body) for r in got)
+    # Each body is what the OpenAPI document's `webhooks` section says it is.
+    doc = client.get("/openapi.json").get_json()
+    for body in (first, paid):
+        operation = doc["webhooks"][body["type"]]["post"]
+        content = operation["requestBody"]["content"]["application/json"]
+        name = content["schema"]["$ref"].rsplit("/", 1)[1]
+        validate(body, name)
+        validate(content["example"], name)
     assert first["data"]["status"] == "created" and first["data"]["payments"] == []
     assert first["data"]["metadata"] == {"lis_order": "77881"}
     status = client.get(f"/payments/status/{created['id']}", headers=api).get_json()

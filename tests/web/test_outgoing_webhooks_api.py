@@ -243,3 +243,20 @@ def test_the_secret_is_not_kept_by_idempotency(app, client, db, api, dns):
     first = client.post("/webhook-endpoints", headers=headers, json={"url": "https://x.example/"})
     assert first.status_code == 201
     assert db.scalar(select(IdempotencyKey.id)) is None
+
+
+def test_the_openapi_document_describes_every_event_body(client):
+    from tests.web.test_api import validate
+
+    doc = client.get("/openapi.json").get_json()
+    assert set(doc["webhooks"]) == set(outhooks.EVENT_TYPES)
+    for event_type, item in doc["webhooks"].items():
+        assert item["post"]["operationId"] == "event_" + event_type.replace(".", "_")
+        content = item["post"]["requestBody"]["content"]["application/json"]
+        name = content["schema"]["$ref"].rsplit("/", 1)[1]
+        validate(content["example"], name)
+        assert "Portal-Signature" in item["post"]["description"]
+        with pytest.raises(Exception, match="was expected"):
+            validate({**content["example"], "type": "link.other"}, name)
+    for path in ("/webhook-endpoints", "/webhook-endpoints/{id}"):
+        assert path in doc["paths"]
