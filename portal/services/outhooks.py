@@ -175,7 +175,12 @@ def check_url(url: str, config: Mapping[str, Any], lab: Lab) -> Target:
     dev = str(config.get("PORTAL_BASE_URL", "")).startswith("http://")
     if scheme != "https" and not (test_mode or dev):
         raise EndpointError("https_required", "Only https:// URLs are allowed.")
-    host = parts.hostname.rstrip(".")
+    try:  # an international name travels in its ASCII form (Host header, SNI)
+        host = parts.hostname.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise EndpointError("invalid_url", "The host name is not valid.") from None
+    if not host:
+        raise EndpointError("invalid_url", "The URL must name a host.")
     port = port or (443 if scheme == "https" else 80)
     addresses = resolve(host, port)
     if not test_mode:
@@ -438,7 +443,7 @@ def post(target: Target, body: bytes, headers: Mapping[str, str], *,
         error = f"redirect to {response.headers.get('Location', '?')[:200]} not followed" \
             if 300 <= status < 400 else None
         return Answer(status, _excerpt(kept), error, _ms(started))
-    except urllib3.exceptions.HTTPError as exc:
+    except Exception as exc:  # whatever the other side did, it is a failed attempt
         return Answer(None, None, _describe(exc), _ms(started))
     finally:
         pool.close()

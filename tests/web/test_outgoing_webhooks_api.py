@@ -260,3 +260,14 @@ def test_the_openapi_document_describes_every_event_body(client):
             validate({**content["example"], "type": "link.other"}, name)
     for path in ("/webhook-endpoints", "/webhook-endpoints/{id}"):
         assert path in doc["paths"]
+
+
+def test_an_international_name_is_sent_in_its_ascii_form(app, lab, dns):
+    app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"
+    dns["xn--lbor-loa.example"] = ["127.0.0.1"]
+    target = outhooks.check_url("http://läbor.example:8080/in", app.config, lab)
+    assert target.host == "xn--lbor-loa.example"
+    assert target.host_header == "xn--lbor-loa.example:8080"
+    with pytest.raises(outhooks.EndpointError) as refused:
+        outhooks.check_url("https://" + "a" * 70 + ".example/", app.config, lab)
+    assert refused.value.code == "invalid_url"
