@@ -295,3 +295,43 @@ def test_expiry_and_failed_payment_and_refund_events(app, client, db, api, recei
     assert (settled["type"], failed["type"]) == ("refund.succeeded", "refund.failed")
     refunds = failed["data"]["payments"][-1]["refunds"]
     assert [r["status"] for r in refunds] == ["succeeded", "failed"]
+
+
+def test_a_redirect_to_the_metadata_address_is_not_followed(app, client, db, api, receiver,
+                                                            clock):
+    register(client, api, f"{receiver.url}/hook")
+    receiver.redirect_to = "http://169.254.169.254/latest/meta-data/iam"
+    initiate(client, api)
+    wait_idle(app)
+    [delivery] = deliveries(db)
+    assert delivery.last_status_code == 302 and delivery.status == DeliveryStatus.PENDING
+    assert delivery.last_error == ("redirect to http://169.254.169.254/latest/meta-data/iam "
+                                   "not followed")
+
+
+def test_a_huge_answer_is_cut_short(app, client, db, api, receiver, clock):
+    register(client, api, f"{receiver.url}/hook")
+    receiver.add_fault(Fault("/hook", status=500, body=b"E" * 2_000_000))
+    initiate(client, api)
+    wait_idle(app)
+    [delivery] = deliveries(db)
+    assert delivery.last_status_code == 500 and delivery.last_response == "E" * 300
+
+
+def test_the_event_is_written_in_the_transaction_of_the_change(app, client, db, api, receiver,
+                                                               clock, lab):
+    from portal.models import WebhookEvent
+    from portal.services.links import cancel_link, get_link
+
+    register(client, api, f"{receiver.url}/hook")
+    link_id = initiate(client, api)["id"]
+    from portal.worker.runner import session_factory_of
+
+    with session_factory_of(app)() as session:  # a plain session (`db` commits on each read)
+        cancel_link(session, get_link(session, lab.id, link_id), user_id=None)
+        session.flush()
+        assert session.scalar(select(WebhookEvent.type).order_by(WebhookEvent.id.desc())
+                              .limit(1)) == "link.cancelled"
+        session.rollback()  # the cancellation is abandoned: so is its event
+    assert [e.type for e in db.scalars(select(WebhookEvent))] == ["link.created"]
+    assert len(deliveries(db)) == 1
