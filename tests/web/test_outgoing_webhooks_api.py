@@ -10,7 +10,7 @@ import socket
 import pytest
 from sqlalchemy import select
 
-from portal.models import AuditLog, DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from portal.models import AuditLog, DeliveryStatus, Role, WebhookDelivery, WebhookEndpoint
 from portal.services import outhooks
 from portal.services.keys import decrypt
 from portal.worker.runner import wait_idle
@@ -271,3 +271,19 @@ def test_an_international_name_is_sent_in_its_ascii_form(app, lab, dns):
     with pytest.raises(outhooks.EndpointError) as refused:
         outhooks.check_url("https://" + "a" * 70 + ".example/", app.config, lab)
     assert refused.value.code == "invalid_url"
+
+
+def test_only_the_labs_admins_see_its_endpoints(app, client, db, build, lab, staff_client):
+    from tests.conftest import sign_in
+
+    app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"
+    endpoint = outhooks.create_endpoint(db, app.config, lab, "http://127.0.0.1:9/hook").endpoint
+    db.commit()
+    assert staff_client.get("/admin/integrations").status_code == 403
+    assert staff_client.get(f"/admin/integrations/{endpoint.id}").status_code == 403
+    other = build.lab("other")
+    stranger = build.user(other, "admin@other.test", role=Role.ADMIN)
+    other_client = app.test_client()
+    assert sign_in(other_client, stranger.email).status_code == 302
+    assert other_client.get(f"/admin/integrations/{endpoint.id}").status_code == 404
+    assert "127.0.0.1:9" not in other_client.get("/admin/integrations").get_data(as_text=True)
