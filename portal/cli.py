@@ -227,15 +227,19 @@ def keys() -> None:
     pass
 
 
-@keys.command("rotate", help="Re-encrypt stored gateway keys under the newest encryption key.")
+@keys.command("rotate", help="Re-encrypt stored gateway keys and webhook endpoint secrets "
+              "under the newest encryption key.")
 @with_appcontext
 def keys_rotate() -> None:
     from .services.keys import rotate_all
+    from .services.outhooks import rotate_encryption
 
     session = _session()
     count = rotate_all(session, current_app.config["PORTAL_ENCRYPTION_KEYS"])
+    endpoints = rotate_encryption(session, current_app.config["PORTAL_ENCRYPTION_KEYS"])
     session.commit()
     click.echo(f"Re-encrypted {count} gateway key set(s) under the newest key.")
+    click.echo(f"Re-encrypted the secrets of {endpoints} webhook endpoint(s).")
 
 
 @click.command(help="Run the background worker: webhook delivery, status checks, sweeps.")

@@ -75,6 +75,13 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
         # How long a worker holds a job before another may take it over (it may have died).
         "PORTAL_JOB_LEASE_SECONDS": float(environ.get("PORTAL_JOB_LEASE_SECONDS", "60")),
+        # Outgoing webhooks may reach private and loopback addresses (and http) for these labs:
+        # "all", or slugs separated by commas. Off by default (portal/services/outhooks.py).
+        "PORTAL_WEBHOOK_TEST_MODE": environ.get("PORTAL_WEBHOOK_TEST_MODE", ""),
+        "PORTAL_WEBHOOK_CONNECT_TIMEOUT": _positive_number(
+            environ, "PORTAL_WEBHOOK_CONNECT_TIMEOUT", "5"),
+        "PORTAL_WEBHOOK_READ_TIMEOUT": _positive_number(environ, "PORTAL_WEBHOOK_READ_TIMEOUT",
+                                                        "10"),
     }
     for key, value in environ.items():
         if key.startswith("PORTAL_") and key.endswith("_API_BASE"):

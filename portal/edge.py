@@ -203,8 +203,16 @@ def _check_json(raw: bytes) -> None:
         return  # not JSON at all: the view answers that in its own words
 
 
+# The JSON API's paths (API key): refusals and outages answer there in JSON.
+API_PREFIXES = ("/payments/", "/webhook-endpoints")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path.endswith(".json")
+
+
 def wants_json() -> bool:
-    return request.path.startswith("/payments/") or request.path.endswith(".json")
+    return is_api_path(request.path)
 
 
 def refusal(exc: Refused):

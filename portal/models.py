@@ -617,3 +617,96 @@ def move_payment(payment: Payment, new: PaymentStatus) -> bool:
 
 def move_refund(refund: Refund, new: RefundStatus) -> bool:
     return _move(REFUND_TRANSITIONS, refund, new)
+
+
+# --- outgoing webhooks: the lab's own endpoints, and the outbox of events for them -------------
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WebhookEndpoint(TimestampMixin, Base):
+    """A URL of the lab's own systems that gets signed events; its secret is encrypted."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # After a rotation the old secret still signs (a second v1) until this moment.
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_until: Mapped[datetime | None]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted_at: Mapped[datetime | None]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    __table_args__ = (Index("ix_webhook_endpoints_lab", "lab_id", "id"),)
+
+    def __repr__(self) -> str:
+        return f"<WebhookEndpoint {self.id} lab={self.lab_id} enabled={self.enabled}>"
+
+
+class WebhookEvent(Base):
+    """One event for the lab's systems: its id and body stay the same on every delivery."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    online_payment_id: Mapped[int | None] = mapped_column(ForeignKey("online_payments.id"))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox row the worker sends, retries and gives up on."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id"))
+    # Copied from the event: deliveries of one link to one endpoint go out in id order.
+    online_payment_id: Mapped[int | None] = mapped_column(ForeignKey("online_payments.id"))
+    status: Mapped[DeliveryStatus] = mapped_column(str_enum(DeliveryStatus, "delivery_status"),
+                                                   default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    retry_until: Mapped[datetime]
+    last_status_code: Mapped[int | None]
+    last_response: Mapped[str | None] = mapped_column(String(500))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    event: Mapped[WebhookEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_chain", "endpoint_id", "online_payment_id", "status", "id"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery, and what the lab's system answered."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    response_excerpt: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)

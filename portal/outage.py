@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .edge import plain_page
+from .edge import is_api_path, plain_page
 
 log = logging.getLogger("portal.database")
 
@@ -88,7 +88,7 @@ def answer():
         response = jsonify(error={"code": "unavailable",
                                   "message": "Temporarily unavailable; send it again later."})
         kind = "webhook"
-    elif request.path.startswith("/payments/") or request.path.endswith(".json"):
+    elif is_api_path(request.path):
         response = jsonify(error={"code": "unavailable",
                                   "message": "The service is briefly unavailable; retry later."})
         kind = "api"

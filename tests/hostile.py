@@ -31,7 +31,8 @@ from sqlalchemy import func, select
 
 from gateways import GATEWAYS
 from gateways import sandbox as sandbox_wire
-from portal.models import Base, Customer, Payment, Role, utcnow
+from portal.models import Base, Customer, Payment, Role, WebhookDelivery, utcnow
+from portal.services import outhooks
 from tests.api_helpers import make_api_key
 from tests.conftest import csrf_from, sign_in
 from tests.web.helpers import SECRET, post_event, start_payment
@@ -142,7 +143,14 @@ class HostileRun:
         self.lab = build.lab("acme", name="Acme Diagnostics")
         self.admin = build.user(self.lab, "admin@acme.test", role=Role.ADMIN)
         self.other = build.user(self.lab, "staff@acme.test")
+        # An outgoing webhook endpoint (the lab in test mode: 127.0.0.1 is allowed), so that
+        # links get deliveries and the integration pages have rows; no worker sends them here.
+        app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"
+        self.endpoint = outhooks.create_endpoint(db, app.config, self.lab,
+                                                 "http://127.0.0.1:9/hook").endpoint
+        db.commit()
         self.link = build.link(self.lab)
+        self.delivery_id = db.scalar(select(func.min(WebhookDelivery.id)))
         self.open_link = build.link(self.lab)
         self.api_key = make_api_key(db, self.lab)
         self.client = app.test_client()
@@ -159,7 +167,8 @@ class HostileRun:
             "profile_id": 1, "refund_id": 1, "lab_id": self.lab.id,
             "token": self.open_link.token, "gateway": "sandbox", "name": "sandbox",
             "reference": self.reference, "colour": "112233", "digest": "0" * 64,
-            "ext": "png", "filename": "app.css"}
+            "ext": "png", "filename": "app.css", "endpoint_id": self.endpoint.id,
+            "delivery_id": self.delivery_id}
         self.forms: dict[tuple[str, str], dict[str, str]] = {}
         self.result = Result()
 
@@ -195,13 +204,17 @@ class HostileRun:
         query = dict(self.forms.get(("GET", path), {})) if method == "GET" else {}
         form: dict | None = None
         body: dict | None = None
-        if rule.rule.startswith("/payments/") and rule.endpoint != "webhooks.receive":
+        if rule.rule.startswith(("/payments/", "/webhook-endpoints")) \
+                and rule.endpoint != "webhooks.receive":
             headers["Authorization"] = f"Bearer {self.api_key}"
             if rule.endpoint == "api.initiate":
                 body = {"amount": 1000, "currency": "INR", "bill_reference": "B-1",
                         "customer": {"name": "Asha Rao", "phone": "+919876543210"},
                         "expires_at": (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "metadata": {"k": "v"}}
+            elif rule.endpoint == "api.create_webhook_endpoint" and method == "POST":
+                body = {"url": "http://127.0.0.1:9/other", "events": ["link.paid"],
+                        "description": "LIS"}
             elif rule.endpoint == "api.refund":
                 body = {"payment_id": self.payment.id, "amount": 100, "reason": "test"}
             if rule.endpoint == "api.status":

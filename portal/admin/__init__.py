@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from . import api_keys, audit, inbox, lab, messages, routes, users  # noqa: E402,F401
+from . import api_keys, audit, inbox, integrations, lab, messages, routes, users  # noqa: E402,F401

@@ -13,7 +13,29 @@ ERROR_CODES = ["unauthorized", "rate_limited", "payload_too_large", "invalid_jso
                "method_not_allowed", "bad_request", "unsupported_media_type",
                "request_entity_too_large", "too_many_requests", "forbidden", "conflict",
                "unknown_gateway", "unknown_reference", "bad_signature", "malformed_payload",
-               "not_configured", "unknown_status", "gateway_error", "timeout", "unreachable"]
+               "not_configured", "unknown_status", "gateway_error", "timeout", "unreachable",
+               "invalid_url", "https_required", "unresolvable_host", "forbidden_address",
+               "unknown_event_type", "no_event_types", "too_many_endpoints"]
+# Outgoing webhooks (portal/services/outhooks.py): what the lab's own systems receive.
+EVENT_TYPES = ["link.created", "link.paid", "link.partially_paid", "link.expired",
+               "link.cancelled", "payment.failed", "refund.succeeded", "refund.failed"]
+EVENT_SUMMARIES = {
+    "link.created": "A payment link was created (by staff, the API or in bulk).",
+    "link.paid": "The link is paid in full.",
+    "link.partially_paid": "A payment succeeded and part of the amount is still due.",
+    "link.expired": "The link expired unpaid (or partly paid).",
+    "link.cancelled": "Staff cancelled the link.",
+    "payment.failed": "An attempt to pay failed; the patient may try again.",
+    "refund.succeeded": "A refund went through; see data.payments[].refunds[].",
+    "refund.failed": "A refund failed at the gateway; see data.payments[].refunds[].",
+}
+SIGNATURE_DOC = (
+    "Portal-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed with "
+    "the endpoint's secret>. While a rotated secret is still valid (24 hours) a second v1 is "
+    "sent: accept the request when any v1 matches. Reject a t older than 5 minutes (replays). "
+    "Answer 2xx within 10 seconds; anything else (3xx included: redirects are not followed) is "
+    "retried with exponential backoff for three days. Events of one link reach one endpoint in "
+    "order; the id is the same on every retry and redelivery: use it to ignore duplicates.")
 
 LINK_EXAMPLE = {
     "id": 42, "url": "https://pay.example-lab.com/pay/Xq3...", "qr_url":
@@ -21,6 +43,11 @@ LINK_EXAMPLE = {
     "currency": "INR", "amount_paid": 0, "bill_reference": "B-2026-0042",
     "allow_partial": False, "gateway": "razorpay", "metadata": {"lis_order": "77881"},
     "expires_at": "2026-11-29T10:00:00Z", "created_at": "2026-11-26T10:00:00Z"}
+ENDPOINT_EXAMPLE = {"id": 3, "url": "https://lis.example-lab.com/hooks/payments",
+                    "description": "LIS", "events": ["link.paid", "refund.succeeded"],
+                    "enabled": True, "created_at": "2026-11-26T10:00:00Z"}
+SHOWN_ONCE = "whsec_..."  # the shape of an endpoint secret, in the example
+CREATED_EXAMPLE = {**ENDPOINT_EXAMPLE, "secret": SHOWN_ONCE}
 REFUND_EXAMPLE = {"id": 7, "payment_id": 91, "amount": 50000, "currency": "INR",
                   "status": "pending", "reason": "Test cancelled",
                   "created_at": "2026-11-27T09:30:00Z"}
@@ -65,6 +92,10 @@ IDEMPOTENCY_PARAM = {
     "description": "Replays the first answer for 24 hours for the same key and body; the same "
                    "key with another body answers 422, and 409 while the first is running.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+
+def _event_schema_name(event_type: str) -> str:
+    return "Event_" + event_type.replace(".", "_")
+
 
 SCHEMAS = {
     "Error": {
@@ -165,7 +196,49 @@ SCHEMAS = {
                                                   "succeeded", "failed", "rejected"]},
             "reason": {"type": "string"}, "created_at": ISO_TIME}},
     "WebhookAck": {"type": "object"},
+    "WebhookEndpointRequest": {
+        "type": "object", "required": ["url"], "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000,
+                    "description": "https:// (http:// only in test mode or development); "
+                                   "never a private, loopback or link-local address."},
+            "events": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "items": {"type": "string", "enum": EVENT_TYPES},
+                       "description": "Default: every event type."},
+            "description": {"type": "string", "maxLength": 200}}},
+    "WebhookEndpoint": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "url", "description", "events", "enabled", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "url": {"type": "string"},
+            "description": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string", "enum": EVENT_TYPES}},
+            "enabled": {"type": "boolean"}, "created_at": ISO_TIME}},
+    "WebhookEndpointList": {
+        "type": "object", "required": ["data"], "additionalProperties": False,
+        "properties": {"data": {"type": "array",
+                                "items": {"$ref": "#/components/schemas/WebhookEndpoint"}}}},
+    **{_event_schema_name(t): {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "type", "created", "data"],
+        "description": EVENT_SUMMARIES[t],
+        "properties": {
+            "id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$",
+                   "description": "Stable: the same on every retry and redelivery."},
+            "type": {"const": t},
+            "created": {"type": "integer", "description": "When it happened: unix seconds."},
+            "data": {"$ref": "#/components/schemas/Link",
+                     "description": "The link as GET /payments/status/{id} shows it, at the "
+                                    "moment of the event (payments included)."}}}
+       for t in EVENT_TYPES},
 }
+
+
+SCHEMAS["WebhookEndpointCreated"] = {
+    **SCHEMAS["WebhookEndpoint"],
+    "required": [*SCHEMAS["WebhookEndpoint"]["required"], "secret"],
+    "properties": {**SCHEMAS["WebhookEndpoint"]["properties"],
+                   "secret": {"type": "string", "description": "Shown only in this answer."}}}
 
 
 def document(base_url: str) -> dict:
@@ -235,7 +308,49 @@ def document(base_url: str) -> dict:
                     "503": _response("Could not be confirmed or stored now (Retry-After); send "
                                      "again", "Error",
                                      _error("gateway_error", "Gateway unavailable."))}}},
+            "/webhook-endpoints": {
+                "get": {
+                    "operationId": "listWebhookEndpoints",
+                    "summary": "The lab's webhook endpoints (secrets are never shown again)",
+                    "responses": {"200": _response("The endpoints", "WebhookEndpointList",
+                                                   {"data": [ENDPOINT_EXAMPLE]}),
+                                  **_errors(401, 429, 503)}},
+                "post": {
+                    "operationId": "createWebhookEndpoint",
+                    "summary": "Register an endpoint; the answer carries its secret, once",
+                    "description": "Not idempotent: the secret is never stored in clear, so "
+                                   "no answer can be replayed. After a lost answer, list the "
+                                   "endpoints and delete the duplicate.",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/WebhookEndpointRequest"},
+                        "example": {"url": "https://lis.example-lab.com/hooks/payments",
+                                    "events": ["link.paid", "refund.succeeded"]}}}},
+                    "responses": {
+                        "201": _response("The endpoint and its secret", "WebhookEndpointCreated",
+                                         CREATED_EXAMPLE),
+                        **_errors(400, 401, 413, 422, 429, 503)}}},
+            "/webhook-endpoints/{id}": {"delete": {
+                "operationId": "deleteWebhookEndpoint",
+                "summary": "Stop sending to an endpoint and remove it",
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 1}}],
+                "responses": {"204": {"description": "Deleted"},
+                              **_errors(401, 404, 429, 503)}}},
         },
+        "webhooks": {t: {"post": {
+            "operationId": "event_" + t.replace(".", "_"),
+            "summary": EVENT_SUMMARIES[t], "description": SIGNATURE_DOC,
+            "security": [],
+            "parameters": [{"name": "Portal-Signature", "in": "header", "required": True,
+                            "schema": {"type": "string"},
+                            "example": "t=1764151570,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e7"
+                                       "7a0e56ff536d0ce8e108d8bd"}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{_event_schema_name(t)}"},
+                "example": {"id": "evt_3f9c0d1e2a4b5c6d7e8f9a0b1c2d3e4f", "type": t,
+                            "created": 1764151570, "data": status_example}}}},
+            "responses": {"2XX": {"description": "Received; anything else is retried"}}}}
+            for t in EVENT_TYPES},
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
                                            "description": "An API key from /admin/api-keys"}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
 
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
@@ -13,13 +13,12 @@ from gateways.base import GatewayError
 from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
 from ..extensions import csrf, db_session
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
-from ..services import idempotency
+from ..services import api_objects, idempotency
 from ..services.api_keys import authenticate_api_key
 from ..services.checkout import fetch_and_apply
 from ..services.keys import is_configured
 from ..services.links import create_link, get_link
 from ..services.refunds import RefundNotAllowed, request_refund
-from ..tokens import patient_url
 from . import bp
 from .errors import ApiError, invalid
 from .openapi import document
@@ -129,35 +128,12 @@ def idempotent(view):
     return wrapper
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
 def link_json(link: OnlinePayment) -> dict:
-    url = patient_url(current_app.config["PORTAL_BASE_URL"], link.token)
-    return {"id": link.id, "url": url, "qr_url": f"{url}/qr.svg",
-            "status": link.effective_status().value, "amount": link.amount,
-            "currency": link.currency, "amount_paid": link.amount_paid,
-            "bill_reference": link.bill_reference, "allow_partial": link.allow_partial,
-            "gateway": link.gateway, "language": link.language,
-            "metadata": link.metadata_json or {},
-            "expires_at": _iso(link.expires_at), "created_at": _iso(link.created_at)}
+    return api_objects.link_object(link, current_app.config["PORTAL_BASE_URL"])
 
 
-def refund_json(refund) -> dict:
-    return {"id": refund.id, "payment_id": refund.payment_id, "amount": refund.amount,
-            "currency": refund.payment.currency, "status": refund.status.value,
-            "reason": refund.reason, "created_at": _iso(refund.created_at)}
-
-
-def payment_json(payment: Payment) -> dict:
-    return {"id": payment.id, "reference": payment.reference, "amount": payment.amount,
-            "currency": payment.currency, "status": payment.status.value,
-            "gateway": payment.gateway, "method": payment.method,
-            "gateway_transaction_id": payment.gateway_transaction_id,
-            "amount_refunded": payment.amount_refunded,
-            "created_at": _iso(payment.created_at), "succeeded_at": _iso(payment.succeeded_at),
-            "refunds": [refund_json(r) for r in payment.refunds]}
+refund_json = api_objects.refund_object
+payment_json = api_objects.payment_object
 
 
 @bp.post("/payments/initiate")
@@ -172,8 +148,7 @@ def initiate():
     if data.gateway is None and lab.default_gateway not in configured:
         raise ApiError(422, "gateway_not_configured",
                        "The lab has no payment gateway set up yet.")
-    link = create_link(session, lab, data, user_id=None)
-    link.metadata_json = metadata
+    link = create_link(session, lab, replace(data, metadata=metadata), user_id=None)
     session.commit()
     current_app.logger.info("API key %s created link %s", g.api_key_id, link.id)
     return jsonify(link_json(link)), 201
@@ -198,9 +173,7 @@ def status(link_id: int):
                 current_app.logger.warning("API refresh of payment %s: %s", payment_id,
                                            exc.code)
         link = get_link(session, g.lab_id, link_id)
-    body = link_json(link)
-    body["payments"] = [payment_json(p) for p in link.payments]
-    return jsonify(body)
+    return jsonify(api_objects.status_object(link, current_app.config["PORTAL_BASE_URL"]))
 
 
 @bp.post("/payments/refund")

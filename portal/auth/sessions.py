@@ -16,6 +16,7 @@ from flask import session as cookie_session
 from flask_login import current_user, login_url, login_user, logout_user
 from sqlalchemy.orm import Session
 
+from ..edge import is_api_path
 from ..extensions import db_session, login_manager
 from ..i18n import staff_gettext, staff_ngettext
 from ..models import User, utcnow
@@ -138,8 +139,8 @@ def ended_message(reason: Ended | None) -> str:
 
 
 def _answers_json() -> bool:
-    return (request.path.startswith("/payments/") or request.path.endswith(".json")
-            or request.is_json or request.accept_mimetypes.best == "application/json")
+    return (is_api_path(request.path) or request.is_json
+            or request.accept_mimetypes.best == "application/json")
 
 
 @login_manager.unauthorized_handler

@@ -35,6 +35,7 @@ from ..models import (
 )
 from ..worker.queue import enqueue
 from .notifications import queue_receipt
+from .outhooks import emit, emit_for
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,18 @@ def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: G
 def apply_event(session: Session, link: OnlinePayment, payment: Payment,
                 event: GatewayEvent) -> tuple[str, bool]:
     """Applies `event` to a locked payment and its link, with what follows a change: the
-    receipt when the link turns paid, fetching a method the patient agreed to save."""
+    receipt when the link turns paid, fetching a method the patient agreed to save, and the
+    lab's own webhooks (outhooks: their outbox rows commit with the change too)."""
     was_settled = payment.status in SETTLED_PAYMENT_STATES
     was_paid = link.status == LinkStatus.PAID
+    link_before, payment_before = link.status, payment.status
     outcome, ok = _apply(link, payment, event)
     if link.status == LinkStatus.PAID and not was_paid:
         queue_receipt(session, link)  # the outbox row commits with the change (notifications)
+    if payment.status == PaymentStatus.FAILED and payment_before != PaymentStatus.FAILED:
+        emit(session, link, "payment.failed")
+    if link.status != link_before and link.status in LINK_EVENTS:
+        emit(session, link, LINK_EVENTS[link.status])
     if payment.save_method_consent and not was_settled \
             and payment.status in SETTLED_PAYMENT_STATES:
         _queue_save_method(session, payment, event)
@@ -208,6 +215,7 @@ def _succeeded(link: OnlinePayment, payment: Payment, event: GatewayEvent) -> tu
     return "payment succeeded; link partially paid", True
 
 
+LINK_EVENTS = {LinkStatus.PAID: "link.paid", LinkStatus.PARTIALLY_PAID: "link.partially_paid"}
 REFUND_EVENT_STATES = frozenset({EventStatus.REFUND_SUCCEEDED, EventStatus.REFUND_FAILED})
 
 
@@ -242,6 +250,7 @@ def settle_refund(payment: Payment, refund: Refund) -> tuple[str, bool]:
     payment.amount_refunded += refund.amount
     move_payment(payment, PaymentStatus.REFUNDED if payment.amount_refunded >= payment.amount
                  else PaymentStatus.PARTIALLY_REFUNDED)
+    emit_for(payment, payment.online_payment, "refund.succeeded")
     return f"refund {refund.reference} succeeded", True
 
 
@@ -252,6 +261,7 @@ def fail_refund(refund: Refund, reason: str) -> tuple[str, bool]:
         return "ignored as out of order: the refund already succeeded", True
     move_refund(refund, RefundStatus.FAILED)
     refund.failure_reason = reason[:500]
+    emit_for(refund, refund.payment.online_payment, "refund.failed")
     return f"refund {refund.reference} failed", True
 
 
@@ -277,6 +287,7 @@ def fail_payment(payment: Payment, reason: str) -> bool:
     move_payment(payment, PaymentStatus.FAILED)
     payment.failure_reason = reason[:500]
     payment.next_check_at = None
+    emit_for(payment, payment.online_payment, "payment.failed")
     return True
 
 
@@ -284,10 +295,12 @@ def cancel_link(link: OnlinePayment, *, user_id: int | None) -> None:
     move_link(link, LinkStatus.CANCELLED)
     link.cancelled_at = utcnow()
     link.cancelled_by_id = user_id
+    emit_for(link, link, "link.cancelled")
 
 
 def expire_link(link: OnlinePayment) -> None:
     move_link(link, LinkStatus.EXPIRED)
+    emit_for(link, link, "link.expired")
 
 
 def approve_refund(refund: Refund, *, user_id: int) -> None:

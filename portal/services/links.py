@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from . import events
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_message, schedule_reminders
+from .outhooks import emit
 
 PAGE_SIZE = 25
 MAX_QUERY = 100
@@ -56,6 +58,7 @@ class NewLink:
     rename_customer: bool = False  # ...and asked to change that record's name to patient_name
     new_patient: bool = False  # staff chose "new patient": a record of its own, same phone
     ask_if_other_name: bool = False  # a contact on another name raises PatientChoiceNeeded
+    metadata: dict[str, Any] | None = None  # the API's, shown back with the link
 
 
 class LinkError(Exception):
@@ -146,7 +149,7 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
         patient_name=data.patient_name, patient_phone=data.phone, patient_email=data.email,
         gateway=data.gateway or lab.default_gateway, expires_at=data.expires_at,
         allow_partial=data.allow_partial, created_by_id=user_id, status=LinkStatus.CREATED,
-        language=data.language or lab.default_language,
+        language=data.language or lab.default_language, metadata_json=data.metadata or {},
     )
     session.add(link)
     session.flush()
@@ -156,6 +159,7 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
           customer_id=customer.id, patient_renamed=renamed)
     queue_link_message(session, link, data.notify)  # the outbox: same transaction
     schedule_reminders(session, link)
+    emit(session, link, "link.created")  # the lab's webhooks: same transaction
     return link
 
 

@@ -18,6 +18,7 @@ from ..services import (
     checkout,
     expiry,
     notifications,
+    outhooks,
     profiles,
     reconciliation,
     refunds,
@@ -53,6 +54,16 @@ def deliver_sandbox_webhook(app: Flask, session: Session, job: Job) -> None:
                             job.payload["body"].encode(), job.payload.get("event_id"))
 
 
+def deliver_lab_webhook(app: Flask, session: Session, job: Job) -> None:
+    """One attempt of an event to one of the lab's endpoints; a failure is recorded, not raised:
+    the delivery schedules its own retry (three days of backoff, not the queue's)."""
+    outhooks.deliver(session, app.config, job.payload["delivery_id"])
+
+
+def resume_lab_webhooks(app: Flask, session: Session, job: Job) -> None:
+    outhooks.resume_stalled(session)
+
+
 def scan_pending_payments(app: Flask, session: Session, job: Job) -> None:
     reconciliation.schedule_status_checks(session)
 
@@ -74,6 +85,8 @@ HANDLERS: Final[dict[str, Handler]] = {
     "notification.send": notifications.send_notification,
     "notification.reminder": notifications.send_reminder,
     "sandbox.deliver_webhook": deliver_sandbox_webhook,
+    outhooks.JOB_KIND: deliver_lab_webhook,
+    "webhook.resume": resume_lab_webhooks,
     "reconciliation.scan": scan_pending_payments,
     "expiry.sweep": sweep_expired_links,
     "jobs.prune": prune_jobs,
@@ -84,4 +97,5 @@ PERIODIC: Final[dict[str, Periodic]] = {task.kind: task for task in (
     Periodic("jobs.prune", every=timedelta(hours=6)),
     Periodic("expiry.sweep", every=timedelta(minutes=1)),
     Periodic("reconciliation.scan", every=timedelta(seconds=30)),
+    Periodic("webhook.resume", every=timedelta(minutes=5)),
 )}
