@@ -11,7 +11,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from . import edge, outage
+from . import edge, outage, ratelimits
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
 
@@ -33,6 +33,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     database.init_app(app)
     edge.init_app(app)  # first: its guard runs before CSRF and every view
     outage.init_app(app, database.engine)
+    ratelimits.init_app(app)  # before CSRF: a flood is refused before any other work
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -100,19 +101,21 @@ def _error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        # Retry-After of a 429 or 503 survives the page or JSON body made here.
+        headers = [(k, v) for k, v in exc.get_headers() if k == "Retry-After"]
         if _wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
-            return jsonify(error={"code": code, "message": exc.description}), exc.code
+            return jsonify(error={"code": code, "message": exc.description}), exc.code, headers
         if exc.code == 404 and request.path.startswith("/pay/"):
             return render_template("pay/not_found.html"), 404  # the patient's own words
         if _for_patient():
-            return _patient_error(exc.code), exc.code
+            return _patient_error(exc.code), exc.code, headers
         titles = {403: staff_gettext("You do not have access to this page"),
                   404: staff_gettext("Page not found")}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),
                                message=exc.description if exc.code not in titles else None
-                               ), exc.code
+                               ), exc.code, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc):
@@ -140,6 +143,9 @@ def _patient_error(code: int):
 
     if code >= 500:
         title, message = _("Something went wrong"), _("Please try again in a minute.")
+    elif code == 429:
+        title = _("Too many attempts")
+        message = _("Please wait a minute, then try again.")
     else:
         title = _("This page cannot be shown")
         message = _("Please go back and try again, or ask the lab that sent the link.")
