@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -14,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from . import edge, outage, ratelimits
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
+from .observe import redact_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +46,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .customers import bp as customers_bp
     from .links import bp as links_bp
     from .main import bp as main_bp
+    from .ops import bp as ops_bp
     from .pay import bp as pay_bp
     from .sandbox import bp as sandbox_bp
     from .transactions import bp as transactions_bp
     from .webhooks import bp as webhooks_bp
 
-    for bp in (main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp, api_bp,
-               transactions_bp):
+    for bp in (ops_bp, main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp,
+               api_bp, transactions_bp):
         app.register_blueprint(bp)
     app.register_blueprint(customers_bp)
     filters.init_app(app)
@@ -152,26 +152,11 @@ def _patient_error(code: int):
     return render_template("pay/error.html", code=code, title=title, message=message)
 
 
-TOKEN_IN_PATH = re.compile(r"^/pay/([^/]{6})[^/]*")
-access_log = logging.getLogger("portal.access")
-
-
-def redact_path(path: str) -> str:
-    """Request paths for logs: a link's token is a capability, so only its start is kept."""
-    return TOKEN_IN_PATH.sub(r"/pay/\1…", path)
-
-
 def _logging(app: Flask) -> None:
-    from . import logmask
+    from . import logmask, logs, observe
 
-    if not app.debug and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not app.debug:
+        logs.configure()
     logmask.install(app.config)
     logmask.remember_stored_secrets(app)
-
-    @app.after_request
-    def log_request(response):
-        access_log.info("%s %s %s %s", request.remote_addr, request.method,
-                        redact_path(request.path), response.status_code)
-        return response
+    observe.init_app(app)
