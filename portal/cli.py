@@ -308,7 +308,9 @@ def _start_embedded_worker(gunicorn_worker) -> None:
 
 
 def main() -> None:
-    from . import create_app
+    from . import create_app, logs
+
+    logs.configure()  # before the app's modules log anything at import, in the chosen format
 
     cli = FlaskGroup(create_app=create_app, add_version_option=False, load_dotenv=False,
                      help="The lab payment-link portal.")
