@@ -241,9 +241,14 @@ def keys_rotate() -> None:
 @click.command(help="Run the background worker: webhook delivery, status checks, sweeps.")
 @with_appcontext
 def worker() -> None:
+    from pathlib import Path
+
     from . import logmask, logs
+    from .exposition import use_multiprocess_dir
     from .worker.runner import run_worker
 
+    # Counted into the metrics folder `portal serve` on this machine reads (PROMETHEUS_...).
+    use_multiprocess_dir(Path(current_app.instance_path) / "metrics", clean=False)
     logs.configure()
     logmask.install(current_app.config)
     stop = threading.Event()

@@ -3,8 +3,9 @@ state read at scrape time, in Prometheus text format.
 
 Multiprocess mode: `portal serve` sets PROMETHEUS_MULTIPROC_DIR (its own, or
 `<instance>/metrics`) before the workers fork; each process writes its values to files there and
-a scrape merges them. A `portal worker` started with the same PROMETHEUS_MULTIPROC_DIR (on the
-same machine) counts its jobs, notifications and gateway calls into the same scrape.
+a scrape merges them. `portal worker` writes to the same folder (same setting or instance
+folder, same machine), so its jobs, notifications and gateway calls show in that node's scrape.
+Two nodes on one machine need a folder each, or each would report the other's counts too.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ def render(engine: Engine) -> tuple[bytes, str]:
     return generate_latest(counted) + generate_latest(scraped), CONTENT_TYPE_LATEST
 
 
-def use_multiprocess_dir(default: Path) -> Path:
+def use_multiprocess_dir(default: Path, *, clean: bool = True) -> Path:
     """Before gunicorn forks: PROMETHEUS_MULTIPROC_DIR (or `default`) exists, holds no files
-    of processes that are gone, and is what prometheus-client writes to from now on."""
+    of processes that are gone (with `clean`), and is what prometheus-client writes to from now
+    on. Only `portal serve` cleans, as it starts: a counter file removed while the server runs
+    would make its sum fall."""
     folder = Path(os.environ.get(ENV) or default)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in folder.glob("*.db"):
+    for stale in folder.glob("*.db") if clean else ():
         match = PID_IN_NAME.search(stale.name)
         if match and not _alive(int(match.group(1))):
             stale.unlink(missing_ok=True)
