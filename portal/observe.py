@@ -9,8 +9,8 @@ variable, a random id, one log record and one histogram observation; no database
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 
 from flask import Flask, g, request
@@ -30,43 +30,56 @@ def redact_path(path: str) -> str:
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    """128 random bits in hex: unique, not secret (it is echoed and logged), so the fast
+    generator will do; os.urandom would be a system call on every request."""
+    return f"{random.getrandbits(128):032x}"  # nosec B311  # an id, not a secret
+
+
+_series: dict[tuple[str, str, int], object] = {}  # (method, route, status) -> its histogram
+
+
+def _histogram(method: str, route: str, status: int):
+    child = _series.get((method, route, status))
+    if child is None:  # labels() validates and locks: once per series, not per request
+        child = _series[(method, route, status)] = metrics.REQUEST_SECONDS.labels(
+            method, route, str(status))
+    return child
 
 
 def begin() -> None:
     incoming = request.headers.get(HEADER)
     rid = incoming if incoming and logs.SANE_REQUEST_ID.match(incoming) else new_request_id()
-    g.request_id = rid
-    g.request_token = logs.set_request_id(rid)
-    g.request_started = time.perf_counter()
+    g.portal_request = (rid, logs.set_request_id(rid), time.perf_counter())
 
 
 def finish(response):
-    started = g.get("request_started")
-    rid = g.get("request_id")
-    if started is None or rid is None:  # a request the before_request hooks never saw
+    started = g.get("portal_request")
+    if started is None:  # a request the before_request hooks never saw
         return response
+    rid, _token, began = started
     response.headers[HEADER] = rid
-    seconds = time.perf_counter() - started
-    rule = request.url_rule
+    seconds = time.perf_counter() - began
+    req = request._get_current_object()  # one proxy lookup, not one per attribute
+    rule = req.url_rule
     route = rule.rule if rule is not None else "(unmatched)"
     status = response.status_code
-    method = request.method if request.method in METHODS else "other"
-    metrics.REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
+    method = req.method
+    _histogram(method if method in METHODS else "other", route, status).observe(seconds)
     if access_log.isEnabledFor(logging.INFO):
-        path = redact_path(request.path)
+        path = redact_path(req.path)
         duration_ms = round(seconds * 1000, 1)
-        access_log.info("%s %s %s %s %.1fms", request.remote_addr, request.method, path,
-                        status, duration_ms,
-                        extra={"method": request.method, "path": path, "route": route,
+        access_log.info("%s %s %s %s %.1fms", req.remote_addr, method, path, status,
+                        duration_ms,
+                        extra={"method": method, "path": path, "route": route,
                                "status": status, "duration_ms": duration_ms,
-                               "remote_addr": request.remote_addr})
+                               "remote_addr": req.remote_addr})
     return response
 
 
 def end(_exc=None) -> None:
-    token = g.pop("request_token", None)
-    if token is not None:
+    started = g.pop("portal_request", None)
+    if started is not None:
+        token = started[1]
         try:
             logs.reset_request_id(token)
         except ValueError:  # set in another context (a copied one): nothing to undo here
