@@ -111,11 +111,13 @@ def _error_pages(app: Flask) -> None:
         if _for_patient():
             return _patient_error(exc.code), exc.code, headers
         titles = {403: staff_gettext("You do not have access to this page"),
-                  404: staff_gettext("Page not found")}
+                  404: staff_gettext("Page not found"),
+                  429: staff_gettext("Too many attempts")}
+        messages = {429: staff_gettext("Please wait a minute, then try again.")}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),
-                               message=exc.description if exc.code not in titles else None
-                               ), exc.code, headers
+                               message=messages.get(exc.code) if exc.code in titles
+                               else exc.description), exc.code, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -181,6 +181,11 @@ def test_sign_in_floods_are_refused_before_the_password_check(nodes, redis_prefi
                                            "password": "wrong password"}).status_code
 
     assert [attempt(node_a), attempt(node_b), attempt(node_a)] == [401, 401, 429]
+    token = csrf_from(node_b.get("/login").get_data(as_text=True))
+    refused = node_b.post("/login", data={"csrf_token": token, "email": "x@acme.test",
+                                          "password": "wrong password"})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "Please wait a minute, then try again." in refused.get_data(as_text=True)
     # The refused attempt never reached the database's lockout count.
     failures = nodes.session.scalar(select(func.max(LoginThrottle.failures)))
     assert failures == 2
