@@ -52,10 +52,11 @@ class Limits:
 
     def __init__(self, redis_url: str | None, *, api: int, login: int, patient: int,
                  prefix: str = "portal") -> None:
+        self._lock = threading.Lock()
         self.rules = {"api": Rule("api", RateLimitItemPerMinute(api)),
                       "login": Rule("login", RateLimitItemPerMinute(login)),
                       "patient": Rule("patient", RateLimitItemPerMinute(patient))}
-        self.local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._local: SlidingWindowCounterRateLimiter | None = None
         self.shared: SlidingWindowCounterRateLimiter | None = None
         self.backend = "memory"
         if redis_url:
@@ -64,8 +65,16 @@ class Limits:
                 socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=30)
             self.shared = SlidingWindowCounterRateLimiter(storage)
             self.backend = "redis"
-        self._lock = threading.Lock()
         self._down_until = 0.0
+
+    @property
+    def local(self) -> SlidingWindowCounterRateLimiter:
+        """This process's counters; made on first need (its storage runs a timer thread)."""
+        if self._local is None:
+            with self._lock:
+                if self._local is None:
+                    self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        return self._local
 
     def take(self, rule_name: str, *identifiers: object) -> int:
         """0 when the request may go ahead, else the seconds to wait (Retry-After)."""
@@ -106,7 +115,8 @@ class Limits:
 
     def reset(self) -> None:
         """Forgets every count (tests); the shared storage's keys under this prefix too."""
-        self.local.storage.reset()
+        if self._local is not None:
+            self._local.storage.reset()
         if self.shared is not None:
             self.shared.storage.reset()
 
