@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 import redis
@@ -15,19 +18,54 @@ from portal.models import LoginThrottle
 from tests.api_helpers import make_api_key
 from tests.conftest import Builder, FreshReadSession, csrf_from, make_app
 
-REDIS_URL = "redis://127.0.0.1:6379/1"  # this suite's database; keys under a per-test prefix
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/1"  # this suite's database on the machine's Redis
 DEAD_REDIS_URL = "redis://127.0.0.1:18201/1"  # nothing listens there
 
 
-@pytest.fixture
-def redis_prefix():
-    client = redis.Redis.from_url(REDIS_URL)
+def _answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        client.ping()
+        return bool(client.ping())
     except redis.ConnectionError:
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (`redis-server --daemonize yes`)")
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """The machine's Redis (database 1), else a private redis-server for this module."""
+    if _answers(SHARED_REDIS_URL):
+        yield SHARED_REDIS_URL
+        return
+    server_binary = shutil.which("redis-server")
+    if server_binary is None:
+        pytest.fail("No Redis on 127.0.0.1:6379 and no redis-server to start one "
+                    "(apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen([server_binary, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/1"
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(url):
+            assert time.monotonic() < deadline, "the private redis-server did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
     prefix = f"ops-test-{secrets.token_hex(4)}"
     yield prefix
+    client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
         client.delete(*keys)
@@ -81,8 +119,8 @@ def fallbacks() -> float:
                                      {"backend": "redis"}) or 0.0
 
 
-def test_an_api_keys_limit_holds_across_two_apps_on_one_redis(nodes, redis_prefix):
-    node_a, node_b = nodes.start(PORTAL_REDIS_URL=REDIS_URL, PORTAL_REDIS_PREFIX=redis_prefix,
+def test_an_api_keys_limit_holds_across_two_apps_on_one_redis(nodes, redis_url, redis_prefix):
+    node_a, node_b = nodes.start(PORTAL_REDIS_URL=redis_url, PORTAL_REDIS_PREFIX=redis_prefix,
                                  PORTAL_API_RATE_LIMIT=4)
     lab = nodes.build.lab("acme")
     key = make_api_key(nodes.session, lab)
@@ -95,7 +133,7 @@ def test_an_api_keys_limit_holds_across_two_apps_on_one_redis(nodes, redis_prefi
     assert node_b.get("/payments/status/999999", headers=auth(key)).status_code == 429
     other = make_api_key(nodes.session, lab, "Billing")  # another key counts on its own
     assert statuses(node_b, 1, other) == [404]
-    stored = redis.Redis.from_url(REDIS_URL)
+    stored = redis.Redis.from_url(redis_url)
     assert list(stored.scan_iter(f"{redis_prefix}:ratelimit*")), "counts are kept in Redis"
     stored.close()
 
@@ -120,10 +158,10 @@ def test_redis_down_falls_back_to_local_limits_with_one_warning(nodes, caplog):
     assert fallbacks() == before + 2  # counted each time Redis was tried and failed
 
 
-def test_redis_back_after_an_outage_is_used_again(nodes, redis_prefix, monkeypatch):
+def test_redis_back_after_an_outage_is_used_again(nodes, redis_url, redis_prefix, monkeypatch):
     import portal.ratelimits as ratelimits
 
-    (node_a,) = nodes.start(PORTAL_REDIS_URL=REDIS_URL, PORTAL_REDIS_PREFIX=redis_prefix,
+    (node_a,) = nodes.start(PORTAL_REDIS_URL=redis_url, PORTAL_REDIS_PREFIX=redis_prefix,
                             PORTAL_API_RATE_LIMIT=50)[:1]
     key = make_api_key(nodes.session, nodes.build.lab("acme"))
     assert statuses(node_a, 1, key) == [404]
@@ -144,8 +182,8 @@ def test_redis_back_after_an_outage_is_used_again(nodes, redis_prefix, monkeypat
     assert limits._limiter() is limits.shared
 
 
-def test_patient_status_polling_is_limited_per_link(nodes, redis_prefix):
-    node_a, node_b = nodes.start(PORTAL_REDIS_URL=REDIS_URL, PORTAL_REDIS_PREFIX=redis_prefix,
+def test_patient_status_polling_is_limited_per_link(nodes, redis_url, redis_prefix):
+    node_a, node_b = nodes.start(PORTAL_REDIS_URL=redis_url, PORTAL_REDIS_PREFIX=redis_prefix,
                                  PORTAL_PATIENT_RATE_LIMIT=3)
     lab = nodes.build.lab("acme")
     link, other = nodes.build.link(lab), nodes.build.link(lab)
@@ -171,8 +209,8 @@ def test_starting_checkout_too_often_gets_a_patient_page_in_their_language(nodes
     assert "Demasiados intentos" in html and 'lang="es"' in html
 
 
-def test_sign_in_floods_are_refused_before_the_password_check(nodes, redis_prefix):
-    node_a, node_b = nodes.start(PORTAL_REDIS_URL=REDIS_URL, PORTAL_REDIS_PREFIX=redis_prefix,
+def test_sign_in_floods_are_refused_before_the_password_check(nodes, redis_url, redis_prefix):
+    node_a, node_b = nodes.start(PORTAL_REDIS_URL=redis_url, PORTAL_REDIS_PREFIX=redis_prefix,
                                  PORTAL_LOGIN_RATE_LIMIT=2)
 
     def attempt(client):
