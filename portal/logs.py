@@ -1,6 +1,6 @@
 """Log lines as text or JSON (`PORTAL_LOG_FORMAT=json`), each with the request id in force.
 
-The request id lives in a context variable: set for a request by the app (portal/requests.py),
+The request id lives in a context variable: set for a request by the app (portal/observe.py),
 and for a job by the worker from the id its request stored in the job's payload, so that one
 id ties a request's access line to the lines of every job it enqueued. Nothing here imports
 Flask: the queue and the worker use it too.
@@ -49,15 +49,6 @@ def stamp_records() -> None:
         logging.setLogRecordFactory(_record_with_request_id)
 
 
-class RequestIdFilter(logging.Filter):
-    """Puts the request id in force on every record (as `request_id`), for both formats."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "request_id", None) is None:
-            record.request_id = request_id.get()
-        return True
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, and the access
     fields (method, path, status, duration_ms...) when the record has them."""
@@ -98,16 +89,11 @@ def formatter(json_format: bool | None = None) -> logging.Formatter:
         else logging.Formatter(TEXT_FORMAT)
 
 
-REQUEST_ID_FILTER = RequestIdFilter()
-
-
 def prepare(*handlers: logging.Handler, json_format: bool | None = None) -> None:
-    """The chosen format and the request-id filter on these handlers."""
+    """The chosen format on these handlers."""
     chosen = formatter(json_format)
     for handler in handlers:
         handler.setFormatter(chosen)
-        if REQUEST_ID_FILTER not in handler.filters:
-            handler.addFilter(REQUEST_ID_FILTER)
 
 
 def configure(level: int = logging.INFO) -> None:
