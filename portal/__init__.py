@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -12,9 +10,10 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import edge, outage
+from . import edge, outage, ratelimits
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
+from .observe import redact_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +36,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     database.init_app(app)
     edge.init_app(app)  # first: its guard runs before CSRF and every view
     outage.init_app(app, database.engine)
+    ratelimits.init_app(app)  # before CSRF: a flood is refused before any other work
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -50,13 +50,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .customers import bp as customers_bp
     from .links import bp as links_bp
     from .main import bp as main_bp
+    from .ops import bp as ops_bp
     from .pay import bp as pay_bp
     from .sandbox import bp as sandbox_bp
     from .transactions import bp as transactions_bp
     from .webhooks import bp as webhooks_bp
 
-    for bp in (main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp, api_bp,
-               transactions_bp):
+    for bp in (ops_bp, main_bp, auth_bp, links_bp, pay_bp, sandbox_bp, webhooks_bp, admin_bp,
+               api_bp, transactions_bp):
         app.register_blueprint(bp)
     app.register_blueprint(customers_bp)
     filters.init_app(app)
@@ -104,19 +105,21 @@ def _error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        # Retry-After of a 429 or 503 survives the page or JSON body made here.
+        headers = [(k, v) for k, v in exc.get_headers() if k == "Retry-After"]
         if _wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
-            return jsonify(error={"code": code, "message": exc.description}), exc.code
+            return jsonify(error={"code": code, "message": exc.description}), exc.code, headers
         if exc.code == 404 and request.path.startswith("/pay/"):
             return render_template("pay/not_found.html"), 404  # the patient's own words
         if _for_patient():
-            return _patient_error(exc.code), exc.code
+            return _patient_error(exc.code), exc.code, headers
         titles = {403: staff_gettext("You do not have access to this page"),
                   404: staff_gettext("Page not found")}
         return render_template("errors/error.html", code=exc.code,
                                title=titles.get(exc.code, exc.name),
                                message=exc.description if exc.code not in titles else None
-                               ), exc.code
+                               ), exc.code, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc):
@@ -144,32 +147,20 @@ def _patient_error(code: int):
 
     if code >= 500:
         title, message = _("Something went wrong"), _("Please try again in a minute.")
+    elif code == 429:
+        title = _("Too many attempts")
+        message = _("Please wait a minute, then try again.")
     else:
         title = _("This page cannot be shown")
         message = _("Please go back and try again, or ask the lab that sent the link.")
     return render_template("pay/error.html", code=code, title=title, message=message)
 
 
-TOKEN_IN_PATH = re.compile(r"^/pay/([^/]{6})[^/]*")
-access_log = logging.getLogger("portal.access")
-
-
-def redact_path(path: str) -> str:
-    """Request paths for logs: a link's token is a capability, so only its start is kept."""
-    return TOKEN_IN_PATH.sub(r"/pay/\1…", path)
-
-
 def _logging(app: Flask) -> None:
-    from . import logmask
+    from . import logmask, logs, observe
 
-    if not app.debug and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not app.debug:
+        logs.configure()
     logmask.install(app.config)
     logmask.remember_stored_secrets(app)
-
-    @app.after_request
-    def log_request(response):
-        access_log.info("%s %s %s %s", request.remote_addr, request.method,
-                        redact_path(request.path), response.status_code)
-        return response
+    observe.init_app(app)

@@ -241,11 +241,15 @@ def keys_rotate() -> None:
 @click.command(help="Run the background worker: webhook delivery, status checks, sweeps.")
 @with_appcontext
 def worker() -> None:
-    from . import logmask
+    from pathlib import Path
+
+    from . import logmask, logs
+    from .exposition import use_multiprocess_dir
     from .worker.runner import run_worker
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Counted into the metrics folder `portal serve` on this machine reads (PROMETHEUS_...).
+    use_multiprocess_dir(Path(current_app.instance_path) / "metrics", clean=False)
+    logs.configure()
     logmask.install(current_app.config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -261,6 +265,13 @@ def worker() -> None:
 @click.option("--with-worker", is_flag=True,
               help="Also run the background worker inside the server (single-box/SQLite).")
 def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
+    from pathlib import Path
+
+    from . import ROOT
+    from .exposition import use_multiprocess_dir
+
+    instance = Path(os.environ.get("PORTAL_INSTANCE_PATH", str(ROOT / "instance")))
+    use_multiprocess_dir(instance / "metrics")  # before the workers fork (prometheus-client)
     gunicorn_server(host, port, workers, threads, with_worker).run()
 
 
@@ -275,8 +286,11 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
             self.cfg.set("workers", 1 if with_worker else workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", None)  # the app logs requests with tokens redacted
+            # One access line per request, the app's (portal/observe.py): tokens cut short,
+            # the request id and the route on it.
+            self.cfg.set("accesslog", None)
             self.cfg.set("logger_class", logmask.gunicorn_logger_class())
+            self.cfg.set("child_exit", _worker_exited)
             if with_worker:
                 self.cfg.set("post_worker_init", _start_embedded_worker)
 
@@ -286,6 +300,12 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
     return Server()
 
 
+def _worker_exited(_arbiter, gunicorn_worker) -> None:
+    from .exposition import process_exited
+
+    process_exited(gunicorn_worker.pid)
+
+
 def _start_embedded_worker(gunicorn_worker) -> None:
     from .worker.runner import start_worker_thread
 
@@ -293,7 +313,9 @@ def _start_embedded_worker(gunicorn_worker) -> None:
 
 
 def main() -> None:
-    from . import create_app
+    from . import create_app, logs
+
+    logs.configure()  # before the app's modules log anything at import, in the chosen format
 
     cli = FlaskGroup(create_app=create_app, add_version_option=False, load_dotenv=False,
                      help="The lab payment-link portal.")

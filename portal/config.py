@@ -83,6 +83,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "PORTAL_TRUSTED_PROXIES": _proxy_hops(environ),
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "PORTAL_API_RATE_LIMIT": int(environ.get("PORTAL_API_RATE_LIMIT", "120")),
+        # Shared by every process and node when set (portal/ratelimits.py); else per process.
+        "PORTAL_REDIS_URL": environ.get("PORTAL_REDIS_URL") or None,
+        # GET /metrics needs `Authorization: Bearer <this>`; without it /metrics is a 404.
+        "PORTAL_METRICS_TOKEN": environ.get("PORTAL_METRICS_TOKEN") or None,
+        "PORTAL_LOGIN_RATE_LIMIT": int(environ.get("PORTAL_LOGIN_RATE_LIMIT", "30")),
+        "PORTAL_PATIENT_RATE_LIMIT": int(environ.get("PORTAL_PATIENT_RATE_LIMIT", "60")),
         "PORTAL_LOGIN_MAX_FAILURES": int(environ.get("PORTAL_LOGIN_MAX_FAILURES", "5")),
         "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
         # How long a worker holds a job before another may take it over (it may have died).

@@ -272,5 +272,9 @@ def gunicorn_logger_class():
             super().setup(cfg)
             remember(settings_secrets(os.environ))  # the arbiter may never build the app
             install_on(*self.error_log.handlers, *self.access_log.handlers)
+            from . import logs
+
+            if logs.wants_json():  # gunicorn's own lines as JSON objects too
+                logs.prepare(*self.error_log.handlers)
 
     return GunicornLogger

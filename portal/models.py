@@ -553,6 +553,20 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),)
 
 
+class WorkerHeartbeat(Base):
+    """A `portal worker` process says it is alive (every ~15 s); /readyz reads the newest."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_worker_heartbeats_seen_at", "seen_at"),)
+
+
 class AuditLog(Base):
     __tablename__ = "audit_logs"
 

@@ -106,6 +106,8 @@ def make_app(tmp_path, monkeypatch, database_url: str, **overrides):
     monkeypatch.setenv("PORTAL_ENCRYPTION_KEYS", ENCRYPTION_KEY)
     monkeypatch.setenv("PORTAL_DATABASE_URL", database_url)
     monkeypatch.delenv("PORTAL_BASE_URL", raising=False)
+    for name in ("PORTAL_REDIS_URL", "PORTAL_METRICS_TOKEN", "PORTAL_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)  # a developer's shell must not change tests
     app = create_app({"TESTING": True, **overrides})
     app.jinja_env.bytecode_cache = TEMPLATE_CODE
     return app

@@ -13,6 +13,7 @@ from gateways.base import GatewayError
 from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
 from ..extensions import csrf, db_session
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
+from ..ratelimits import take as take_limit
 from ..services import idempotency
 from ..services.api_keys import authenticate_api_key
 from ..services.checkout import fetch_and_apply
@@ -23,20 +24,11 @@ from ..tokens import patient_url
 from . import bp
 from .errors import ApiError, invalid
 from .openapi import document
-from .ratelimit import RateLimiter
 from .validation import parse_initiate, parse_refund
 
 MAX_BODY = 64 * 1024
 MAX_ID = MAX_ROW_ID
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def _limiter() -> RateLimiter:
-    limiter = current_app.extensions.get("portal_api_limiter")
-    if limiter is None:
-        limiter = RateLimiter(int(current_app.config["PORTAL_API_RATE_LIMIT"]))
-        current_app.extensions["portal_api_limiter"] = limiter
-    return limiter
 
 
 @bp.before_request
@@ -54,7 +46,7 @@ def authenticate():
         raise ApiError(401, "unauthorized", "A valid API key is required: "
                        "Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"})
     session.commit()
-    wait = _limiter().take(key.id)
+    wait = take_limit("api", key.id)
     if wait:
         raise ApiError(429, "rate_limited", "Too many requests for this API key.",
                        headers={"Retry-After": str(wait)})

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateways.base import EventStatus, GatewayEvent
 
+from .. import metrics
 from ..models import (
     OPEN_LINK_STATES,
     SETTLED_PAYMENT_STATES,
@@ -29,14 +30,22 @@ from ..models import (
     Refund,
     RefundStatus,
     move_link,
-    move_payment,
     move_refund,
     utcnow,
 )
+from ..models import move_payment as _move_payment_row
 from ..worker.queue import enqueue
 from .notifications import queue_receipt
 
 log = logging.getLogger(__name__)
+
+
+def move_payment(payment: Payment, new: PaymentStatus) -> bool:
+    """The model's move, counted in `portal_payments_total` by gateway and outcome."""
+    moved = _move_payment_row(payment, new)
+    if moved:
+        metrics.PAYMENTS.labels(payment.gateway, new.value).inc()
+    return moved
 
 
 @dataclass(frozen=True)

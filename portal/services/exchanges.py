@@ -7,6 +7,7 @@ came back and record the exchange with the gateway's secrets masked, and commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from gateways import Gateway
 from gateways.base import GatewayError, GatewayEvent
 from gateways.http import mask_secrets
 
+from .. import metrics
 from ..models import ExchangeKind, OnlinePayment, Payment, PaymentGatewayTransaction
 from .events import Applied, apply_gateway_event, lock_link_and_payment, record_exchange
 
@@ -48,9 +50,12 @@ class GatewayCall:
         `on_failure` changes the payment (under its row locks) before the record is written.
         """
         self.session.commit()
+        kind = str(self.kind.value)
+        started = time.perf_counter()
         try:
             return request()
         except GatewayError as exc:
+            metrics.GATEWAY_CALL_ERRORS.labels(self.gateway_name, kind, exc.code).inc()
             _link, payment = self.lock()
             if on_failure is not None:
                 on_failure(payment, exc)
@@ -58,6 +63,12 @@ class GatewayCall:
                         payload={"code": exc.code, "raw": exc.raw})
             self.session.commit()
             raise
+        except Exception:
+            metrics.GATEWAY_CALL_ERRORS.labels(self.gateway_name, kind, "unexpected").inc()
+            raise
+        finally:
+            metrics.GATEWAY_CALL_SECONDS.labels(self.gateway_name, kind).observe(
+                time.perf_counter() - started)
 
     def lock(self) -> tuple[OnlinePayment, Payment]:
         """The link's and the payment's row locks, in the fixed order, for what came back."""

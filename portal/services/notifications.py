@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import i18n, logmask
+from .. import i18n, logmask, metrics
 from ..models import (
     OPEN_LINK_STATES,
     Channel,
@@ -172,6 +172,7 @@ def send_notification(app: Flask, session: Session, job: Job) -> None:
     if row.template != "receipt" and status not in OPEN_LINK_STATES:
         row.status = OutboxStatus.DONE  # done, never sent: sent_at stays empty
         row.last_error = f"Not sent: the link is {status.value.replace('_', ' ')}."
+        _count(row, "skipped")
         return
     message = messages.render_for(lab, link, row.template, app.config["PORTAL_BASE_URL"])
     settings = messages.settings_of(lab)
@@ -195,17 +196,24 @@ def send_notification(app: Flask, session: Session, job: Job) -> None:
             row.status = OutboxStatus.DEAD
             log.warning("notification %s is dead: %s", row.id, error)
             session.commit()
+            _count(row, "dead")
             if isinstance(exc, PermanentError):
                 return  # the job is done: trying again cannot help
             raise
         row.status = OutboxStatus.QUEUED
         row.next_attempt_at = utcnow() + backoff(job.attempts)
         session.commit()
+        _count(row, "retrying")
         raise
     row.status = OutboxStatus.DONE
     row.sent_at = None if note else utcnow()  # logged only: staff must not read "sent"
     row.lease_until = None
     row.last_error = note
+    _count(row, "logged" if note else "sent")
+
+
+def _count(row: Notification, state: str) -> None:
+    metrics.NOTIFICATIONS.labels(str(row.channel.value), state).inc()
 
 
 def _send_sms(app: Flask, link: OnlinePayment, row: Notification, message: messages.Message,

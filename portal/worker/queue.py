@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from .. import logs
 from ..models import Job, OutboxStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,13 @@ class Periodic:
 def enqueue(session: Session, kind: str, payload: dict[str, Any], *, lab_id: int | None = None,
             run_at: datetime | None = None, max_attempts: int = 8,
             dedupe: str | None = None) -> Job | None:
-    """Adds a job in the caller's transaction; with `dedupe`, not while one is still queued."""
+    """Adds a job in the caller's transaction; with `dedupe`, not while one is still queued.
+
+    The request id in force (if any) rides in the payload, so the job's log lines carry it.
+    """
+    request_id = logs.request_id.get()
+    if request_id is not None and "request_id" not in payload:
+        payload = {**payload, "request_id": request_id}
     if dedupe is not None:
         payload = {**payload, "dedupe": dedupe}
         existing = session.scalar(select(Job.id).where(
@@ -119,6 +126,24 @@ def finish(session: Session, job_id: int, attempt: int, error: str | None = None
         job.run_at = now + backoff(job.attempts)
         job.last_error = error[:1000]
     session.commit()
+
+
+def release(session: Session, claims: list[tuple[int, int]]) -> int:
+    """Claimed jobs not started go back to the queue now, the attempt not counted; commits.
+
+    A worker stopping (SIGTERM) calls this so that another worker need not wait for the lease.
+    Jobs another worker has taken over since (a different attempt) are left alone.
+    """
+    released = 0
+    for job_id, attempt in claims:
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job).where(Job.id == job_id, Job.status == OutboxStatus.RUNNING,
+                              Job.attempts == attempt)
+            .values(status=OutboxStatus.QUEUED, attempts=attempt - 1, lease_until=None)
+            .execution_options(synchronize_session=False))
+        released += result.rowcount
+    session.commit()
+    return released
 
 
 def prune(session: Session, *, now: datetime | None = None, batch: int = 5000) -> int:

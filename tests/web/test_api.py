@@ -196,7 +196,7 @@ def test_concurrent_request_with_the_same_key_gets_409(app, key, db, monkeypatch
 
 def test_rate_limit_answers_429_with_retry_after(app, client, key):
     app.config["PORTAL_API_RATE_LIMIT"] = 3
-    app.extensions.pop("portal_api_limiter", None)
+    app.extensions.pop("portal_limits", None)
     answers = [client.get("/payments/status/999999", headers=auth(key)) for _ in range(5)]
     assert [a.status_code for a in answers] == [404, 404, 404, 429, 429]
     assert int(answers[-1].headers["Retry-After"]) >= 1

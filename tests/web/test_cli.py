@@ -103,4 +103,4 @@ def test_instance_secrets_are_generated_once(tmp_path, monkeypatch):
 
 
 def test_healthz(client):
-    assert client.get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    assert client.get("/healthz").get_json() == {"status": "ok"}

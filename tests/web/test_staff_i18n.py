@@ -23,7 +23,8 @@ from tests.web.test_i18n import escaped_strings
 
 # Routes that are not staff HTML pages: patients', the API, files and the printable slip
 # (the patient's, in the link's language).
-NOT_STAFF = re.compile(r"^/(pay|sandbox|payments|static|brand|healthz)\b|\.(json|csv)$|/print$")
+NOT_STAFF = re.compile(r"^/(pay|sandbox|payments|static|brand|healthz|readyz|metrics)\b"
+                       r"|\.(json|csv)$|/print$")
 # Values that are data or formatting, not text: dates, currency codes, gateways' own names.
 DATA_WORDS = set(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec AM PM UTC IST INR USD AED PHP HKD "
