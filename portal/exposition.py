@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, valu
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from .services.health import queue_state
 
@@ -32,13 +32,13 @@ PID_IN_NAME = re.compile(r"_(\d+)\.db$")
 class DatabaseState(Collector):
     """Gauges read from the database on each scrape: a few indexed counts."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def collect(self):
         up = GaugeMetricFamily("portal_database_up", "1 when the scrape could read the database.")
         try:
-            state = queue_state(self.engine)
+            state = queue_state(self.session)
         except SQLAlchemyError as exc:
             log.warning("metrics: database state not read (%s)", type(exc).__name__)
             up.add_metric([], 0)
@@ -67,7 +67,7 @@ class DatabaseState(Collector):
                                     value=state.heartbeat_age_seconds)
 
 
-def render(engine: Engine) -> tuple[bytes, str]:
+def render(session: Session) -> tuple[bytes, str]:
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
 
@@ -76,7 +76,7 @@ def render(engine: Engine) -> tuple[bytes, str]:
     else:
         counted = REGISTRY
     scraped = CollectorRegistry(auto_describe=False)
-    scraped.register(DatabaseState(engine))
+    scraped.register(DatabaseState(session))
     return generate_latest(counted) + generate_latest(scraped), CONTENT_TYPE_LATEST
 
 

@@ -20,6 +20,8 @@ from . import logs, metrics
 access_log = logging.getLogger("portal.access")
 TOKEN_IN_PATH = re.compile(r"^/pay/([^/]{6})[^/]*")
 HEADER = "X-Request-ID"
+# A client picks the method: anything else is one label value, not a new series per word.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def redact_path(path: str) -> str:
@@ -49,7 +51,8 @@ def finish(response):
     rule = request.url_rule
     route = rule.rule if rule is not None else "(unmatched)"
     status = response.status_code
-    metrics.REQUEST_SECONDS.labels(request.method, route, str(status)).observe(seconds)
+    method = request.method if request.method in METHODS else "other"
+    metrics.REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
     if access_log.isEnabledFor(logging.INFO):
         path = redact_path(request.path)
         duration_ms = round(seconds * 1000, 1)

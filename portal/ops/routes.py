@@ -7,6 +7,7 @@ import hmac
 
 from flask import Response, abort, current_app, jsonify, request
 
+from ..extensions import db_session
 from ..services import health
 from . import bp
 
@@ -20,8 +21,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    engine = current_app.extensions["portal_db"].engine
-    report = health.readiness(engine)
+    report = health.readiness(db_session())
     body = {"status": "ready" if report.ready else "not ready", "checks": report.checks}
     if not report.ready:
         body["reasons"] = report.reasons
@@ -40,5 +40,5 @@ def metrics():
                         401, mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
     from .. import exposition
 
-    body, content_type = exposition.render(current_app.extensions["portal_db"].engine)
+    body, content_type = exposition.render(db_session())
     return Response(body, 200, content_type=content_type)

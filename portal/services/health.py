@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from ..models import Job, Notification, OutboxStatus, WorkerHeartbeat, utcnow
 
@@ -38,31 +38,35 @@ def schema_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(config).get_heads())
 
 
-def readiness(engine: Engine, *, now: datetime | None = None) -> Readiness:
-    """Each check's word, and the reasons this node should not get traffic yet."""
+def readiness(session: Session, *, now: datetime | None = None) -> Readiness:
+    """Each check's word, and the reasons this node should not get traffic yet; rolls back.
+
+    The caller's session, not a connection of its own: within a request that holds SQLite's
+    write lock already, a second connection would wait for it until its busy timeout.
+    """
     report = Readiness()
     now = now or utcnow()
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-            report.checks["database"] = "ok"
-            if not _schema_at_head(connection, report):
-                return report
-            _worker_seen(connection, report, now)
+        session.execute(text("SELECT 1"))
+        report.checks["database"] = "ok"
+        if _schema_at_head(session, report):
+            _worker_seen(session, report, now)
     except SQLAlchemyError as exc:
         report.checks.setdefault("database", "unreachable")
         if report.checks["database"] == "unreachable":
             report.reasons.append(f"database unreachable ({type(exc).__name__})")
         else:
             report.reasons.append(f"database query failed ({type(exc).__name__})")
+    finally:
+        session.rollback()
     return report
 
 
-def _schema_at_head(connection: Connection, report: Readiness) -> bool:
+def _schema_at_head(session: Session, report: Readiness) -> bool:
     heads = schema_heads()
     try:
-        with connection.begin_nested():
-            current = frozenset(connection.scalars(
+        with session.begin_nested():
+            current = frozenset(session.scalars(
                 text("SELECT version_num FROM alembic_version")))
     except SQLAlchemyError:
         current = frozenset()
@@ -76,8 +80,8 @@ def _schema_at_head(connection: Connection, report: Readiness) -> bool:
     return False
 
 
-def _worker_seen(connection: Connection, report: Readiness, now: datetime) -> None:
-    seen = connection.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+def _worker_seen(session: Session, report: Readiness, now: datetime) -> None:
+    seen = session.scalar(select(func.max(WorkerHeartbeat.seen_at)))
     if seen is not None and seen.tzinfo is None:  # a raw column read: naive UTC
         seen = seen.replace(tzinfo=now.tzinfo)
     if seen is not None and now - seen <= HEARTBEAT_WITHIN:
@@ -98,24 +102,27 @@ class QueueState:
     heartbeat_age_seconds: float | None
 
 
-def queue_state(engine: Engine, *, now: datetime | None = None) -> QueueState:
-    """The outbox at this moment: indexed counts only (status first in every index used)."""
+def queue_state(session: Session, *, now: datetime | None = None) -> QueueState:
+    """The outbox at this moment: indexed counts only (status first in every index used);
+    rolls back."""
     now = now or utcnow()
-    with engine.connect() as connection:
-        due, oldest = connection.execute(
+    try:
+        due, oldest = session.execute(
             select(func.count(), func.min(Job.run_at))
             .where(Job.status == OutboxStatus.QUEUED, Job.run_at <= now)).one()
         by_status: dict[OutboxStatus, int] = {
-            status: count for status, count in connection.execute(
+            status: count for status, count in session.execute(
                 select(Job.status, func.count())
                 .where(Job.status.in_((OutboxStatus.RUNNING, OutboxStatus.DEAD)))
                 .group_by(Job.status))}
         notifications = {
-            (str(channel), str(status)): count for channel, status, count in connection.execute(
+            (str(channel), str(status)): count for channel, status, count in session.execute(
                 select(Notification.channel, Notification.status, func.count())
                 .where(Notification.status.in_((OutboxStatus.QUEUED, OutboxStatus.RUNNING)))
                 .group_by(Notification.channel, Notification.status))}
-        seen = connection.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+        seen = session.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+    finally:
+        session.rollback()
     return QueueState(
         due=int(due),
         oldest_due_seconds=max(0.0, (now - _aware(oldest, now)).total_seconds())

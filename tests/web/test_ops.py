@@ -194,6 +194,14 @@ def test_metrics_say_when_the_database_cannot_be_read(tmp_path, monkeypatch):
 
 # --- request ids and log lines ---------------------------------------------------------------
 
+def test_a_clients_made_up_method_adds_no_series(app, client):
+    app.config["PORTAL_METRICS_TOKEN"] = TOKEN
+    assert client.open("/healthz", method="BREW").status_code == 405
+    text = scrape(client).get_data(as_text=True)
+    assert "BREW" not in text
+    assert 'method="other"' in text
+
+
 def test_a_sane_request_id_is_kept_and_echoed_any_other_replaced(client):
     kept = client.get("/healthz", headers={"X-Request-ID": "lb-7f3a9c:0001"})
     assert kept.headers["X-Request-ID"] == "lb-7f3a9c:0001"
