@@ -328,6 +328,7 @@ def scenario(cluster: Cluster, database_url: str) -> Run:
     paid: list[str] = []
     event_ids: list[str] = []
     duplicates = ThreadPoolExecutor(2)
+    sent: list = []  # the gateway's futures: a failed assertion there fails the run
     stop_at = LINKS // 2
     stopped = threading.Event()
     stop_lock = threading.Lock()
@@ -337,7 +338,8 @@ def scenario(cluster: Cluster, database_url: str) -> Run:
         with stop_lock:
             paid.append(reference)
             due = len(paid) == stop_at
-        duplicates.submit(gateway_sends_duplicates, cluster, seen, reference, amount, event_ids)
+        sent.append(duplicates.submit(gateway_sends_duplicates, cluster, seen, reference, amount,
+                                      event_ids))
         if due:
             threading.Thread(target=stop_node, daemon=True).start()
 
@@ -353,6 +355,8 @@ def scenario(cluster: Cluster, database_url: str) -> Run:
         for future in futures:
             future.result()
     duplicates.shutdown(wait=True)
+    for future in sent:
+        future.result()
     assert stopped.wait(60), "web-1 did not stop within 60 s"
     wait_settled(database_url)
     timing["setup"], timing["load"] = started - began, time.monotonic() - started
