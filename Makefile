@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install browser postgres bench clean messages screenshots
+.PHONY: run test install browser postgres nginx redis topology bench clean messages screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,12 +60,42 @@ postgres:
 	  fi; \
 	fi
 
+# Debian's nginx for the deploy and topology tests (they run it from a temporary folder, as
+# their own non-daemon process, never the system's service).
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's nginx for the topology test..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else \
+	    echo "No nginx: the deploy and topology tests will skip (or fail where CI is set)."; \
+	  fi; \
+	fi
+
+# Redis on 127.0.0.1:6379 for the topology test (shared rate limits); started when it is down.
+redis:
+	@if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
+	  if ! command -v redis-server >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's redis-server for the topology test..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  fi; \
+	  if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then \
+	    echo "Starting Redis..."; \
+	    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' >/dev/null; \
+	    for i in 1 2 3 4 5; do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done; \
+	  fi; \
+	fi
+
+# The multi-node test alone, with its summary of what happened when a node stopped.
+topology: install nginx postgres redis
+	$(PY) -m pytest -p no:cacheprovider -q -s tests/topology tests/deploy
+
 # One pytest worker per core; each test file stays on one worker, so its module-scoped fixtures
 # (a PostgreSQL database, localstripe) are set up once. `make test PYTEST_WORKERS=0`: no workers.
 PYTEST_WORKERS ?= auto
 
 # Import contracts and types first (pyproject.toml: [tool.importlinter], [tool.mypy]).
-test: install browser $(AXE) postgres
+test: install browser $(AXE) postgres nginx redis
 	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy gateways portal/services portal/worker

@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import edge, outage, ratelimits
 from .config import load_settings
@@ -27,6 +28,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.update(load_settings(app.instance_path))
     if overrides:
         app.config.update(overrides)
+    hops = int(app.config.get("PORTAL_TRUSTED_PROXIES") or 0)
+    if hops:  # only when configured: otherwise anyone could forge their address
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     database = Database()
     database.init_app(app)

@@ -37,6 +37,14 @@ def _positive_number(environ, name: str, default: str) -> float:
     return value
 
 
+def _proxy_hops(environ) -> int:
+    raw = environ.get("PORTAL_TRUSTED_PROXIES", "0").strip() or "0"
+    if not raw.isdigit() or int(raw) > 5:
+        raise ValueError(f"PORTAL_TRUSTED_PROXIES must be the number of proxies in front of the "
+                         f"portal (0 to 5), not {raw!r}")
+    return int(raw)
+
+
 def load_settings(instance_path: str, environ=os.environ) -> dict:
     instance = Path(instance_path)
     base_url = environ.get("PORTAL_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
@@ -69,6 +77,12 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
                                                         "30"),
         "PORTAL_SESSION_MAX_HOURS": session_max_hours,
         "WTF_CSRF_TIME_LIMIT": None,  # tied to the session instead; a long form stays valid
+        # Flask-WTF's extra Referer check on HTTPS would refuse every form: our pages send
+        # Referrer-Policy: no-referrer (pay URLs carry tokens). The token and SameSite guard them.
+        "WTF_CSRF_SSL_STRICT": False,
+        # How many proxies (nginx, a load balancer) stand in front: their X-Forwarded-For,
+        # -Proto and -Host are believed, so remote_addr is the client's. 0: headers ignored.
+        "PORTAL_TRUSTED_PROXIES": _proxy_hops(environ),
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "PORTAL_API_RATE_LIMIT": int(environ.get("PORTAL_API_RATE_LIMIT", "120")),
         # Shared by every process and node when set (portal/ratelimits.py); else per process.
