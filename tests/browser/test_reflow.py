@@ -152,3 +152,31 @@ def axe(page) -> list[dict]:
                            TAGS)
     return [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]]}
             for v in result["violations"]]
+
+
+CLIPPED = """() => [...document.querySelectorAll('main *')].filter(e => {
+  const style = getComputedStyle(e);
+  const clips = ['hidden', 'clip'].includes(style.overflowX) || style.textOverflow === 'ellipsis';
+  return clips && e.scrollWidth > e.clientWidth + 1 && !e.classList.contains('visually-hidden');
+}).map(e => e.tagName + '.' + e.className)"""
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_pay_page_with_text_at_200_percent(new_context, live_server, build, lab, width):
+    """The browser's font size set to 32 px (Chrome's "Very large" is 24; 200% of 16 is 32):
+    the page grows with it, nothing is cut off and nothing scrolls sideways."""
+    lab.name = LONG
+    link = build.link(lab, bill_reference="B-2026-000123", amount=12345678, allow_partial=True,
+                      description="Thyroid profile, lipid panel, HbA1c, vitamin D and B12")
+    page = new_context(viewport={"width": width, "height": 800}).new_page()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Page.enable")
+    cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 32, "fixed": 26}})
+    page.goto(live_server(f"/pay/{link.token}"))
+    assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "32px"
+    pay = page.get_by_role("button", name="Pay")
+    expect(pay).to_be_visible()
+    box = pay.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width
+    assert page.evaluate(OVERFLOW) is None
+    assert page.evaluate(CLIPPED) == []
