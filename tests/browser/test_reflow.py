@@ -112,8 +112,9 @@ OVERFLOW = """() => {
   if (root.scrollWidth <= root.clientWidth) return null;
   const wide = [...document.querySelectorAll('body *')].filter(e => {
     const r = e.getBoundingClientRect();
-    return r.right > root.clientWidth + 1 && !e.closest('[data-scroll-region], .table');
-  }).slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));
+    return r.right > root.clientWidth + 1 && !e.closest('.scroll-region, .table');
+  }).slice(0, 5)
+    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));
   return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, wide};
 }"""
 

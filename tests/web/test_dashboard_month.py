@@ -4,7 +4,7 @@ the median time from sending to paying. tests/postgres runs the same scenario on
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from portal.models import Channel, LinkStatus, Notification, OutboxStatus, PaymentStatus
 from portal.services.dashboard import day_starts, month
