@@ -29,7 +29,7 @@ from .test_axe import AXE, TAGS
 VIEWPORTS = {"320px": ({"width": 320, "height": 640}, 1),
              "200% zoom": ({"width": 640, "height": 400}, 2)}
 LONG = "Sunrise Diagnostics and Research Centre, Koramangala 5th Block"
-NOT_PAGES = {"main.healthz", "admin.brand_css", "admin.brand_logo", "transactions.export"}
+NOT_PAGES = {"main.healthz", "main.favicon", "admin.brand_css", "admin.brand_logo", "transactions.export"}
 STAFF_BLUEPRINTS = {"main", "auth", "admin", "customers", "links", "transactions"}
 
 
