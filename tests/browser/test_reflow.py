@@ -29,7 +29,8 @@ from .test_axe import AXE, TAGS
 VIEWPORTS = {"320px": ({"width": 320, "height": 640}, 1),
              "200% zoom": ({"width": 640, "height": 400}, 2)}
 LONG = "Sunrise Diagnostics and Research Centre, Koramangala 5th Block"
-NOT_PAGES = {"main.healthz", "main.favicon", "admin.brand_css", "admin.brand_logo", "transactions.export"}
+NOT_PAGES = {"main.healthz", "main.favicon", "admin.brand_css", "admin.brand_logo",
+             "transactions.export"}
 STAFF_BLUEPRINTS = {"main", "auth", "admin", "customers", "links", "transactions"}
 
 
@@ -102,6 +103,8 @@ def page_paths(busy) -> dict[str, str]:
         "links.print_slip": f"/links/{link.id}/print",
         "transactions.index": "/transactions",
         "transactions.detail": f"/transactions/{busy['payment'].id}",
+        # Pages other branches of issue 13 bring: measured once they are merged.
+        "admin.integrations": "/admin/integrations",
     }
 
 
@@ -120,19 +123,22 @@ OVERFLOW = """() => {
 
 
 def test_every_staff_page_is_listed(app, busy_lab):
-    assert staff_endpoints(app) == set(page_paths(busy_lab)), \
-        "a new staff page: add it to page_paths so that its reflow is measured"
+    missing = staff_endpoints(app) - set(page_paths(busy_lab))
+    assert not missing, f"new staff pages {missing}: add them to page_paths to measure them"
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=list(VIEWPORTS))
-def test_staff_pages_reflow_without_sideways_scrolling(new_context, live_server, sign_in,
+def test_staff_pages_reflow_without_sideways_scrolling(app, new_context, live_server, sign_in,
                                                        busy_lab, admin, viewport):
     size, scale = VIEWPORTS[viewport]
     signed_in = new_context(viewport=size, device_scale_factor=scale, bypass_csp=True).new_page()
     sign_in(signed_in, admin.email)
     signed_out = new_context(viewport=size, device_scale_factor=scale, bypass_csp=True).new_page()
     overflowing, violations = {}, {}
+    endpoints = staff_endpoints(app)
     for endpoint, path in page_paths(busy_lab).items():
+        if endpoint not in endpoints:
+            continue  # not on this branch yet
         page = signed_out if endpoint in SIGNED_OUT else signed_in
         response = page.goto(live_server(path))
         assert response.status == 200, (endpoint, response.status)
