@@ -187,3 +187,22 @@ def test_pay_page_with_text_at_200_percent(new_context, live_server, build, lab,
     assert box["x"] >= 0 and box["x"] + box["width"] <= width
     assert page.evaluate(OVERFLOW) is None
     assert page.evaluate(CLIPPED) == []
+
+
+def test_menu_folds_on_narrow_screens_only(new_context, live_server, sign_in, staff):
+    """No script: a <details> Menu below 48rem; wider, every link shows and takes the focus."""
+    wide = new_context(viewport={"width": 1280, "height": 720}).new_page()
+    sign_in(wide, staff.email)
+    nav = wide.get_by_role("navigation", name="Main")
+    expect(nav.get_by_text("Menu")).to_be_hidden()
+    nav.get_by_role("link", name="Transactions").focus()
+    expect(nav.get_by_role("link", name="Transactions")).to_be_focused()
+
+    narrow = new_context(viewport={"width": 320, "height": 640},
+                         java_script_enabled=False).new_page()
+    sign_in(narrow, staff.email)
+    nav = narrow.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Transactions")).to_be_hidden()
+    nav.get_by_text("Menu").click()
+    nav.get_by_role("link", name="Transactions").click()
+    expect(narrow.get_by_role("heading", name="Transactions", exact=True)).to_be_visible()
