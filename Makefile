@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install browser postgres nginx redis topology bench clean messages screenshots
+.PHONY: run test install browser postgres nginx redis topology bench clean messages screenshots front-desk-screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,11 @@ messages: install
 # The README's pay-page pictures in Hindi, Arabic and Chinese (docs/pay-page-<code>.png).
 screenshots: install browser $(AXE)
 	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_languages.py -k screenshots
+
+# Issue 13's closing note: docs/front-desk/after-*.png (the link page, receipt and dashboard at
+# phone and desktop width); PORTAL_FRONT_DESK_SCREENSHOTS=before made the before-*.png on old code.
+front-desk-screenshots: install browser $(AXE)
+	PORTAL_FRONT_DESK_SCREENSHOTS=after $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_screenshots.py
 
 bench: install
 	$(PY) bench/pay_page.py
