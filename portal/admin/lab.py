@@ -22,7 +22,8 @@ FIELD_LABELS = {
     "default_expiry_hours": _l("link expiry"), "reminder_hours_before": _l("reminders"),
     "refund_approval_threshold": _l("refund approval amount"),
     "refund_reasons": _l("refund reasons"), "brand_color": _l("brand colour"),
-    "logo_sha256": _l("logo"),
+    "logo_sha256": _l("logo"), "address": _l("address"), "phone": _l("phone"),
+    "email": _l("email"),
 }
 
 
@@ -33,7 +34,7 @@ def lab_settings_page():
     lab = current_lab()
     form = LabForm(formdata=(CombinedMultiDict((request.files, request.form))
                              if request.method == "POST" else None),
-                   current_timezone=lab.timezone)
+                   current_timezone=lab.timezone, country=lab.country)
     if request.method == "GET":
         form.load(lab)
     if form.validate_on_submit():
