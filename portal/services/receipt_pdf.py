@@ -8,8 +8,10 @@ written. Each script's font is embedded only when the receipt has text in it.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue, XPos, YPos
@@ -70,7 +72,7 @@ def find_font(name: str) -> Path | None:
 @cache
 def collection_index(path: Path, face: str) -> int:
     """The index of `face` in a .ttc collection (0 when not found)."""
-    from fontTools.ttLib import TTCollection
+    from fontTools.ttLib import TTCollection  # type: ignore[import-untyped]
 
     collection = TTCollection(str(path), lazy=True)
     for index, font in enumerate(collection.fonts):
@@ -113,7 +115,7 @@ def render_pdf(receipt: Receipt, *, language: str, lab_locale: str, timezone: st
     def money(minor: int) -> str:
         return format_money(minor, receipt.currency, locale)
 
-    def when(value) -> str:
+    def when(value: datetime) -> str:
         return zoned_time(value, timezone, locale, with_zone=False)
 
     def t(message: str, **variables: str) -> str:
@@ -261,11 +263,13 @@ def _row(pdf: FPDF, cells: tuple[str, ...], widths: tuple[float, ...], *, rtl: b
     pdf.set_xy(pdf.l_margin, max(bottom, y + 6) + 1)
 
 
-def _write(pdf: FPDF, w: float, h: float, text: str, **options: object) -> float:
+def _write(pdf: FPDF, w: float, h: float, text: str, *, align: str, new_x: XPos,
+           new_y: YPos) -> float:
     """multi_cell, after selecting the font again: text drawn in a fallback font leaves the
     PDF without a current font (fpdf2 2.8 wraps it in q/Q), and the next text shows garbage."""
     family, style, size = pdf.font_family, pdf.font_style, pdf.font_size_pt
     pdf.set_font(family, style, size + 1)
     pdf.set_font(family, style, size)
-    height = pdf.multi_cell(w, h, text, output=MethodReturnValue.HEIGHT, **options)
-    return float(height)
+    height = pdf.multi_cell(w, h, text, align=align, new_x=new_x, new_y=new_y,
+                            output=MethodReturnValue.HEIGHT)
+    return float(cast(float, height))
