@@ -7,7 +7,6 @@ written. Each script's font is embedded only when the receipt has text in it.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -56,13 +55,8 @@ class ReceiptFontsMissing(RuntimeError):
     """The base font is not installed: no honest PDF can be made (the printable page can)."""
 
 
-def font_dirs() -> tuple[Path, ...]:
-    extra = os.environ.get("PORTAL_FONT_DIR")
-    return ((Path(extra),) if extra else ()) + FONT_DIRS
-
-
 def find_font(name: str) -> Path | None:
-    for directory in font_dirs():
+    for directory in FONT_DIRS:
         path = directory / name
         if path.is_file():
             return path

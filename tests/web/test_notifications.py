@@ -210,7 +210,8 @@ def test_smtp_down_retries_with_backoff_then_dead_and_staff_see_why(app, db, lab
     admin = app.test_client()
     sign_in(admin, build.user(lab, "boss@acme.test", role=Role.ADMIN).email)
     page = admin.get(f"/links/{link.id}").get_data(as_text=True)
-    assert "<summary>Technical details</summary>Last error: SMTP: ConnectionRefusedError" in page
+    assert ("<summary>Technical details</summary><div>Last error: SMTP: ConnectionRefusedError"
+            in page)
 
 
 def test_a_refused_recipient_is_dead_at_once(app, db, lab):
