@@ -82,6 +82,7 @@ messages: install
 # The README's pay-page pictures in Hindi, Arabic and Chinese (docs/pay-page-<code>.png).
 screenshots: install browser $(AXE)
 	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_languages.py -k screenshots
+	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_receipts.py -k printable
 
 bench: install
 	$(PY) bench/pay_page.py

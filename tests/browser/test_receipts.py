@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 from playwright.sync_api import expect
 from pypdf import PdfReader
@@ -18,6 +22,8 @@ from portal.models import (
     utcnow,
 )
 from tests.browser.test_axe import audit  # noqa: F401  (the fixture)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def contact(lab, db):
@@ -68,6 +74,12 @@ def test_printable_receipt_and_its_pdf(audit, live_server, build, lab, db, tmp_p
     assert download.value.suggested_filename == "receipt-B-PRINT.pdf"
     saved = tmp_path / "receipt.pdf"
     download.value.save_as(saved)
+    if os.environ.get("PORTAL_SCREENSHOTS"):  # make screenshots: the README's pictures
+        page.set_viewport_size({"width": 400, "height": 800})
+        page.screenshot(path=str(DOCS / "receipt.png"), full_page=True)
+        if shutil.which("pdftoppm"):
+            subprocess.run(["pdftoppm", "-png", "-r", "60", "-singlefile", str(saved),
+                            str(DOCS / "receipt-pdf")], check=True)
     text = PdfReader(io.BytesIO(saved.read_bytes())).pages[0].extract_text()
     for expected in ("7 Hospital Road", "Chennai 600006", "+91 44 2345 6789",
                      "desk@acme.example", "B-PRINT", "txn_b_1", "rf_b_1", "₹600.00", "₹300.00",
