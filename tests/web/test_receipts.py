@@ -211,3 +211,30 @@ def test_a_failed_payment_has_no_refund_panel(staff_client, build, lab):
     assert "Remaining refundable" not in page and 'id="refunds"' not in page
     assert "Not enough money in the patient&#39;s account" in page
     assert "Insufficient funds" not in page
+
+
+def test_without_its_fonts_the_pdf_says_so_and_points_to_the_page(client, build, contact_lab,
+                                                                   monkeypatch, tmp_path):
+    from portal.services import receipt_pdf
+
+    monkeypatch.setattr(receipt_pdf, "FONT_DIRS", (tmp_path,))
+    link = paid_twice_refunded_once(build, contact_lab)
+    response = client.get(f"/pay/{link.token}/receipt.pdf")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503 and response.mimetype == "text/html"
+    assert "The PDF receipt is not available right now" in page
+    assert "printable receipt page" in page and "Acme Diagnostics" in page
+    assert f'href="/pay/{link.token}">Back to the payment page</a>' in page
+    assert client.get(f"/pay/{link.token}/receipt").status_code == 200
+
+
+def test_pending_and_failed_refunds_are_not_on_the_receipt(build, lab):
+    from portal.services.receipts import build_receipt
+
+    link = build.link(lab, amount=10000)
+    payment = build.payment(link)
+    build.refund(payment, 3000, status=RefundStatus.PENDING)
+    build.refund(payment, 2000, status=RefundStatus.FAILED)
+    receipt = build_receipt(link)
+    assert [e.kind for e in receipt.entries] == ["payment"]
+    assert (receipt.total_paid, receipt.total_refunded, receipt.net_paid) == (10000, 0, 10000)
