@@ -112,33 +112,32 @@ def render_pdf(receipt: Receipt, *, language: str, lab_locale: str, timezone: st
     def when(value: datetime) -> str:
         return zoned_time(value, timezone, locale, with_zone=False)
 
-    def t(message: str, **variables: str) -> str:
-        return gettext_in(language, message, **variables)
-
     lab = receipt.lab
     header = [lab.name, *lab.address_lines]
     if lab.phone:
-        header.append(t("Phone: %(phone)s", phone=lab.phone_display or ""))
+        header.append(gettext_in(language, "Phone: %(phone)s", phone=lab.phone_display or ""))
     if lab.email:
-        header.append(t("Email: %(email)s", email=lab.email))
+        header.append(gettext_in(language, "Email: %(email)s", email=lab.email))
     facts: list[tuple[str, str]] = [
-        (t("Patient"), receipt.patient_name or "—"),
-        (t("Bill reference"), receipt.bill_reference),
-        (t("Bill amount"), money(receipt.bill_amount)),
+        (gettext_in(language, "Patient"), receipt.patient_name or "—"),
+        (gettext_in(language, "Bill reference"), receipt.bill_reference),
+        (gettext_in(language, "Bill amount"), money(receipt.bill_amount)),
     ]
     if receipt.description:
-        facts.append((t("For"), receipt.description))
+        facts.append((gettext_in(language, "For"), receipt.description))
     rows = [(when(e.at), entry_details(e, language), e.reference, money(e.signed_amount))
             for e in receipt.entries]
-    totals = [(t("Total paid"), money(receipt.total_paid))]
+    totals = [(gettext_in(language, "Total paid"), money(receipt.total_paid))]
     if receipt.total_refunded:
-        totals += [(t("Refunded"), money(-receipt.total_refunded)),
-                   (t("Net paid"), money(receipt.net_paid))]
+        totals += [(gettext_in(language, "Refunded"), money(-receipt.total_refunded)),
+                   (gettext_in(language, "Net paid"), money(receipt.net_paid))]
     if receipt.outstanding:
-        totals.append((t("Still to pay"), money(receipt.outstanding)))
-    title = t("Payment receipt")
-    issued = t("Issued %(time)s", time=zoned_time(receipt.issued_at, timezone, locale))
-    headings = (t("Date"), t("Details"), t("Reference"), t("Amount"))
+        totals.append((gettext_in(language, "Still to pay"), money(receipt.outstanding)))
+    title = gettext_in(language, "Payment receipt")
+    issued = gettext_in(language, "Issued %(time)s",
+                        time=zoned_time(receipt.issued_at, timezone, locale))
+    headings = (gettext_in(language, "Date"), gettext_in(language, "Details"),
+                gettext_in(language, "Reference"), gettext_in(language, "Amount"))
     every_text = ([title, issued, *header, *headings]
                   + [x for pair in facts + totals for x in pair] + [x for r in rows for x in r])
 
