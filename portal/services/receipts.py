@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..models import SETTLED_PAYMENT_STATES, Lab, OnlinePayment, RefundStatus, utcnow
+from ..models import (
+    OPEN_LINK_STATES,
+    SETTLED_PAYMENT_STATES,
+    Lab,
+    OnlinePayment,
+    RefundStatus,
+    utcnow,
+)
 from ..phones import display
 
 
@@ -104,9 +111,13 @@ def build_receipt(link: OnlinePayment, *, now: datetime | None = None) -> Receip
     if not entries:
         return None
     entries.sort(key=lambda e: e.at)
+    # The name the link was made with where links keep one (issue 13, item 1), else the
+    # patient record's.
     customer = link.customer
+    name = getattr(link, "patient_name", None) or (customer.name if customer else None)
+    still_open = link.effective_status(now) in OPEN_LINK_STATES
     return Receipt(
-        lab=LabContact.of(link.lab), patient_name=customer.name if customer else None,
+        lab=LabContact.of(link.lab), patient_name=name,
         bill_reference=link.bill_reference, description=link.description or "",
         bill_amount=link.amount, currency=link.currency, entries=tuple(entries),
-        outstanding=link.outstanding, issued_at=now or utcnow())
+        outstanding=link.outstanding if still_open else 0, issued_at=now or utcnow())

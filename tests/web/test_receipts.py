@@ -238,3 +238,16 @@ def test_pending_and_failed_refunds_are_not_on_the_receipt(build, lab):
     receipt = build_receipt(link)
     assert [e.kind for e in receipt.entries] == ["payment"]
     assert (receipt.total_paid, receipt.total_refunded, receipt.net_paid) == (10000, 0, 10000)
+
+
+def test_a_part_paid_open_link_shows_what_is_still_to_pay_a_cancelled_one_does_not(
+        client, build, lab, db):
+    link = build.link(lab, amount=100000, allow_partial=True,
+                      status=LinkStatus.PARTIALLY_PAID, amount_paid=40000)
+    build.payment(link, amount=40000)
+    page = client.get(f"/pay/{link.token}/receipt").get_data(as_text=True)
+    assert "Still to pay" in page and "₹600.00" in page
+    link.status = LinkStatus.CANCELLED
+    db.commit()
+    page = client.get(f"/pay/{link.token}/receipt").get_data(as_text=True)
+    assert "Still to pay" not in page and "₹400.00" in page
