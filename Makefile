@@ -112,6 +112,7 @@ messages: install
 # The README's pay-page pictures in Hindi, Arabic and Chinese (docs/pay-page-<code>.png).
 screenshots: install browser $(AXE)
 	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_languages.py -k screenshots
+	PORTAL_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_receipts.py -k printable
 
 # Issue 13's closing note: docs/front-desk/after-*.png (the link page, receipt and dashboard at
 # phone and desktop width); PORTAL_FRONT_DESK_SCREENSHOTS=before made the before-*.png on old code.

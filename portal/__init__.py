@@ -97,7 +97,7 @@ def _error_pages(app: Flask) -> None:
         if _wants_json():
             return jsonify(error={"code": "csrf_failed", "message": exc.description}), 400
         if request.path.startswith(("/pay/", "/sandbox/")):
-            return render_template("pay/form_expired.html"), 400
+            return render_template("pay/form_expired.html", lab=_patient_lab()), 400
         return render_template("errors/error.html", code=400,
                                title=staff_gettext("This form has expired"),
                                message=staff_gettext("Please go back, reload the page and try "
@@ -155,7 +155,25 @@ def _patient_error(code: int):
     else:
         title = _("This page cannot be shown")
         message = _("Please go back and try again, or ask the lab that sent the link.")
-    return render_template("pay/error.html", code=code, title=title, message=message)
+    return render_template("pay/error.html", code=code, title=title, message=message,
+                           lab=_patient_lab())
+
+
+def _patient_lab():
+    """The lab of the link whose page failed, to name it; None when it cannot be known."""
+    from .extensions import db_session
+    from .services.links import get_link_by_token
+    from .tokens import pay_page_of
+
+    page = pay_page_of(request.path)
+    if page is None:
+        return None
+    try:
+        link = get_link_by_token(db_session(), page.removeprefix("/pay/"))
+    except Exception:  # the database is what failed: the page goes on without the name
+        db_session().rollback()
+        return None
+    return link.lab if link is not None else None
 
 
 def _logging(app: Flask) -> None:

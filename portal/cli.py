@@ -97,7 +97,9 @@ def demo() -> None:
     password = os.environ.get("PORTAL_DEMO_PASSWORD", DEMO_PASSWORD)
     lab_ = session.scalar(select(Lab).where(Lab.slug == "demo"))
     if lab_ is None:
-        lab_ = create_lab(session, "demo", "Demo Diagnostics", "INR")
+        lab_ = create_lab(session, "demo", "Demo Diagnostics", "INR",
+                          address="14 Residency Road\nBengaluru 560025",
+                          phone="+918041234567", email="billing@demo.test")
     for email, role in (("admin@demo.test", Role.ADMIN), ("staff@demo.test", Role.STAFF)):
         if session.scalar(select(User).where(User.email == email)) is None:
             create_user(session, email, lab_, role, password)

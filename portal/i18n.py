@@ -335,6 +335,9 @@ def init_app(app) -> None:
 
 def page_context() -> dict[str, object]:
     """What every page's template needs to speak its language (lang, dir, the menu)."""
+    from .tokens import pay_page_of
+
     code = current()
     return {"page_language": code, "page_dir": "rtl" if is_rtl(code) else None,
-            "languages": LANGUAGES}
+            "languages": LANGUAGES,
+            "pay_page_url": pay_page_of(request.path) if has_request_context() else None}

@@ -189,6 +189,10 @@ class Lab(TimestampMixin, Base):
     min_part_payment: Mapped[int | None] = mapped_column(BigInteger)
     refund_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     message_templates: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # How patients reach the lab: on receipts and on the pages of links that cannot be paid.
+    address: Mapped[str] = mapped_column(Text, default="", server_default="")
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    email: Mapped[str | None] = mapped_column(String(254))
 
     __table_args__ = (CheckConstraint("default_expiry_hours > 0", name="expiry_positive"),)
 

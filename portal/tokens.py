@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 
@@ -17,3 +18,12 @@ def patient_url(base_url: str, token: str) -> str:
 def new_reference(prefix: str = "pay") -> str:
     """Our reference for one gateway exchange: unique, opaque, safe in every gateway's fields."""
     return f"{prefix}_{secrets.token_hex(12)}"
+
+
+PAY_PAGE = re.compile(r"^/pay/([A-Za-z0-9_-]{16,64})(?:/|$)")
+
+
+def pay_page_of(path: str) -> str | None:
+    """`/pay/<token>` for any path under a link's pages: the patient's way back."""
+    match = PAY_PAGE.match(path or "")
+    return f"/pay/{match.group(1)}" if match else None

@@ -40,6 +40,8 @@ from tests.web.helpers import SECRET, post_event, start_payment
 # A failed sign-in with a hostile but well-formed address is counted against that address:
 # that is the throttle doing its job, not input being stored.
 ROWS_MAY_CHANGE = {"login_throttles"}
+# Routes that answer only for a paid link: walked with the paid link's token.
+PAID_LINK_ENDPOINTS = frozenset({"pay.receipt", "pay.receipt_pdf"})
 
 # One value per class: the guard treats every character of a class alike.
 REFUSED = {"nul": "ab\x00cd"}
@@ -183,6 +185,8 @@ class HostileRun:
 
     def path(self, rule, override: dict | None = None) -> str:
         values = {name: self.params.get(name, 1) for name in rule.arguments}
+        if rule.endpoint in PAID_LINK_ENDPOINTS:  # a receipt exists once the link is paid
+            values["token"] = self.link.token
         values.update(override or {})
         out = rule.rule
         for name in rule.arguments:

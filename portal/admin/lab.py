@@ -23,6 +23,7 @@ FIELD_LABELS = {
     "refund_approval_threshold": _l("refund approval amount"),
     "refund_reasons": _l("refund reasons"), "brand_color": _l("brand colour"),
     "logo_sha256": _l("logo"), "min_part_payment": _l("smallest part payment"),
+    "address": _l("address"), "phone": _l("phone"), "email": _l("email"),
 }
 
 
@@ -33,7 +34,7 @@ def lab_settings_page():
     lab = current_lab()
     form = LabForm(formdata=(CombinedMultiDict((request.files, request.form))
                              if request.method == "POST" else None),
-                   current_timezone=lab.timezone)
+                   current_timezone=lab.timezone, country=lab.country)
     if request.method == "GET":
         form.load(lab)
     if form.validate_on_submit():

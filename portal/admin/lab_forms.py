@@ -72,6 +72,18 @@ class LabForm(FlaskForm):
         _l("Refund reasons"), validators=[Length(max=5000),
                                       _checked(lab_settings.parse_refund_reasons)],
         description=_l("One a line, offered when staff refund, for example “Test cancelled”."))
+    address = TextAreaField(
+        _l("Postal address"), validators=[Length(max=1000), _checked(lab_settings.check_address)],
+        description=_l("One line each, as patients should read it on receipts and on the pages "
+                       "of links that cannot be paid."))
+    phone = StringField(
+        _l("Phone for patients"), validators=[Length(max=30)],
+        description=_l("The number patients call about a bill, for example +91 80 4567 8900. "
+                       "Shown on receipts and on expired or cancelled links."))
+    email = StringField(
+        _l("Email for patients"), validators=[Length(max=254),
+                                               _checked(lab_settings.check_email)],
+        description=_l("Shown on receipts, for example billing@lab.example."))
     brand_color = StringField(
         _l("Brand colour"), validators=[Length(max=7), _checked(lab_settings.check_brand_color)],
         description=_l("For the pay page's header and Pay button, as #rrggbb, for example "
@@ -85,8 +97,10 @@ class LabForm(FlaskForm):
                     "current logo.")
     remove_logo = BooleanField(_l("Remove logo (show the lab's name instead)"))
 
-    def __init__(self, *args, current_timezone: str, **kwargs):
+    def __init__(self, *args, current_timezone: str, country: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.country = country  # a phone without a prefix is read in the lab's country
+        self.phone_e164: str | None = None
         names = lab_settings.timezone_names()
         if current_timezone not in names:  # e.g. 'Etc/GMT-4' from `portal lab create`: kept
             names.insert(0, current_timezone)
@@ -113,6 +127,15 @@ class LabForm(FlaskForm):
         self.min_part_payment.data = ("" if lab.min_part_payment is None
                                       else major_string(lab.min_part_payment, lab.currency))
         self.brand_color.data = lab.brand_color or ""
+        self.address.data = lab.address or ""
+        self.phone.data = lab.phone or ""
+        self.email.data = lab.email or ""
+
+    def validate_phone(self, field):
+        try:
+            self.phone_e164 = lab_settings.check_phone(field.data, self.country)
+        except SettingsError as exc:
+            raise ValidationError(str(exc)) from None
 
     def validate_currency(self, field):
         field.data = (field.data or "").strip().upper()
@@ -184,4 +207,6 @@ class LabForm(FlaskForm):
             refund_approval_threshold=self.threshold_minor,
             refund_reasons=tuple(lab_settings.parse_refund_reasons(self.refund_reasons.data)),
             brand_color=lab_settings.check_brand_color(self.brand_color.data),
-            logo_sha256=self.logo_sha256(lab), min_part_payment=self.min_part_minor)
+            logo_sha256=self.logo_sha256(lab), min_part_payment=self.min_part_minor,
+            address=lab_settings.check_address(self.address.data), phone=self.phone_e164,
+            email=lab_settings.check_email(self.email.data))

@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 
 from .. import i18n
 from ..extensions import db_session
+from ..models import OPEN_LINK_STATES
 from ..services.links import get_link
 from ..services.messages import language_of
 from ..tenancy import current_lab
@@ -18,6 +19,8 @@ PAPERS = {"a4": "A4 page", "80mm": "80 mm receipt"}
 @login_required
 def print_slip(link_id: int):
     link = get_link(db_session(), current_user.lab_id, link_id) or abort(404)
+    if link.effective_status() not in OPEN_LINK_STATES:
+        abort(410, "This link can no longer be paid, so it has no slip to print.")
     paper = request.args.get("paper", "a4")
     if paper not in PAPERS:
         abort(404)

@@ -1,5 +1,6 @@
 """The patient's pages. No login: the link's token is the capability."""
 
+import re
 from urllib.parse import urlencode
 
 from flask import Response, abort, current_app, jsonify, redirect, render_template, request
@@ -10,7 +11,7 @@ from gateways.base import Capability, GatewayError
 from .. import i18n, qr
 from ..extensions import csrf, db_session
 from ..filters import patient_money
-from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
+from ..models import OPEN_LINK_STATES, SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..money import MAX_MINOR, MoneyError, major_string, parse_amount
 from ..services.checkout import (
     AmountRefused,
@@ -20,6 +21,8 @@ from ..services.checkout import (
     start_checkout,
 )
 from ..services.links import get_link_by_token
+from ..services.receipt_pdf import ReceiptFontsMissing, render_pdf
+from ..services.receipts import build_receipt
 from ..tokens import patient_url
 from . import bp
 
@@ -48,6 +51,7 @@ def _page(link, *, error: str | None = None, status_code: int = 200,
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
         can_save=_can_save(link), settled=link.settled_payments,
+        receipt=build_receipt(link) if status == LinkStatus.PAID else None,
         gateway=GATEWAYS.get(link.gateway), part=_part_payment(link),
         amount_error=amount_error, amount_text=amount_text), status_code
 
@@ -183,20 +187,52 @@ def status_json(token: str):
     )
 
 
+def _payable_link(token: str):
+    """A link whose QR code may still be handed out: paid, expired and cancelled ones are gone."""
+    link = _link(token)
+    if link.effective_status() not in OPEN_LINK_STATES:
+        abort(410, "This link can no longer be paid, so it has no QR code.")
+    return link
+
+
 @bp.get("/pay/<token>/qr.svg")
 def qr_svg(token: str):
-    link = _link(token)
+    link = _payable_link(token)
     return Response(qr.svg(_patient_url(link.token)), mimetype="image/svg+xml")
 
 
 @bp.get("/pay/<token>/qr.png")
 def qr_png(token: str):
-    link = _link(token)
+    link = _payable_link(token)
     return Response(qr.png(_patient_url(link.token)), mimetype="image/png")
+
+
+def _receipt(token: str):
+    link = _link(token)
+    return link, build_receipt(link) or abort(404)
 
 
 @bp.get("/pay/<token>/receipt")
 def receipt(token: str):
-    link = _link(token)
-    settled = link.settled_payments or abort(404)
-    return render_template("pay/receipt.html", link=link, lab=link.lab, payments=settled)
+    link, receipt = _receipt(token)
+    return render_template("pay/receipt.html", link=link, lab=link.lab, receipt=receipt)
+
+
+@bp.get("/pay/<token>/receipt.pdf")
+def receipt_pdf(token: str):
+    link, receipt = _receipt(token)
+    lab = link.lab
+    try:
+        pdf = render_pdf(receipt, language=i18n.current(), lab_locale=lab.locale,
+                         timezone=lab.timezone)
+    except ReceiptFontsMissing as exc:
+        current_app.logger.error("receipt PDF for link %s not made: %s", link.id, exc)
+        return render_template(
+            "pay/error.html", code=503, lab=lab,
+            title=i18n.gettext("The PDF receipt is not available right now"),
+            message=i18n.gettext("Please use the printable receipt page instead.")), 503
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", link.bill_reference).strip("-") or "bill"
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="receipt-{name}.pdf"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -11,6 +11,7 @@ from zoneinfo import available_timezones
 from sqlalchemy.orm import Session
 
 from ..models import Lab
+from ..phones import to_e164
 from .audit import audit
 from .notifications import MAX_REMINDER_HOURS, MAX_REMINDERS
 
@@ -42,6 +43,9 @@ class LabSettings:
     brand_color: str | None
     logo_sha256: str | None  # the logo is audited by its hash, never its bytes
     min_part_payment: int | None = None  # minor units; None: any amount
+    address: str = ""
+    phone: str | None = None
+    email: str | None = None
 
     @classmethod
     def of(cls, lab: Lab) -> LabSettings:
@@ -52,7 +56,8 @@ class LabSettings:
                    refund_approval_threshold=lab.refund_approval_threshold,
                    refund_reasons=tuple(lab.refund_reasons or ()),
                    brand_color=lab.brand_color, logo_sha256=lab.logo_sha256,
-                   min_part_payment=lab.min_part_payment)
+                   min_part_payment=lab.min_part_payment,
+                   address=lab.address or "", phone=lab.phone, email=lab.email)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,43 @@ def parse_refund_reasons(text: str | None) -> list[str]:
     if len(reasons) > MAX_REFUND_REASONS:
         raise SettingsError(f"At most {MAX_REFUND_REASONS} reasons.")
     return reasons
+
+
+MAX_ADDRESS_LINES = 6
+MAX_ADDRESS_LINE = 100
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+
+def check_address(text: str | None) -> str:
+    """The postal address as lines (spaces tidied, blank lines dropped); '' when none."""
+    lines = [" ".join(line.split()) for line in (text or "").splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > MAX_ADDRESS_LINES:
+        raise SettingsError(f"Use at most {MAX_ADDRESS_LINES} lines for the address.")
+    if any(len(line) > MAX_ADDRESS_LINE for line in lines):
+        raise SettingsError(f"Each address line can be at most {MAX_ADDRESS_LINE} characters.")
+    return "\n".join(lines)
+
+
+def check_phone(text: str | None, country: str | None) -> str | None:
+    """The lab's phone number in E.164 (read in the lab's country); None when blank."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    number = to_e164(text, country)
+    if number is None:
+        raise SettingsError("Enter a phone number patients can call, for example "
+                            "+91 80 4567 8900.")
+    return number
+
+
+def check_email(text: str | None) -> str | None:
+    address = (text or "").strip().lower()
+    if not address:
+        return None
+    if len(address) > 254 or not EMAIL.match(address):
+        raise SettingsError("Enter an email address, for example billing@lab.example.")
+    return address
 
 
 def relative_luminance(colour: str) -> float:

@@ -92,7 +92,8 @@ def test_needs_attention_lists_flagged_links_and_dead_messages(staff_client, bui
     attention = page.split('id="attention-heading"')[1]
     assert "B-LATE" in attention and "Paid after the link expired." in attention
     assert f'href="/links/{flagged.id}"' in attention
-    assert "SMS provider answered HTTP 503" in attention and "+919876543210" in attention
+    assert "Not delivered after 5 tries." in attention and "+919876543210" in attention
+    assert "SMS provider answered HTTP 503" not in attention  # the provider's words: admins
     assert "asha@example.com" not in attention and "B-FINE" not in attention
 
 

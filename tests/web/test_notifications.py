@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from portal.models import Channel, Job, LinkStatus, Notification, OutboxStatus, utcnow
+from portal.models import Channel, Job, LinkStatus, Notification, OutboxStatus, Role, utcnow
 from portal.services.links import NewLink, create_link
 from portal.services.notifications import SEND_ATTEMPTS
 from portal.worker import runner
@@ -206,7 +206,12 @@ def test_smtp_down_retries_with_backoff_then_dead_and_staff_see_why(app, db, lab
 
     page = client.get(f"/links/{link.id}").get_data(as_text=True)
     assert "Messages to the patient" in page and "Failed" in page and "Retrying" not in page
-    assert "Last error: SMTP: ConnectionRefusedError" in page
+    assert "could not be delivered" in page and "SMTP" not in page  # plain words for the desk
+    admin = app.test_client()
+    sign_in(admin, build.user(lab, "boss@acme.test", role=Role.ADMIN).email)
+    page = admin.get(f"/links/{link.id}").get_data(as_text=True)
+    assert ("<summary>Technical details</summary><div>Last error: SMTP: ConnectionRefusedError"
+            in page)
 
 
 def test_a_refused_recipient_is_dead_at_once(app, db, lab):

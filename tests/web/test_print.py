@@ -28,10 +28,14 @@ def test_thermal_layout_and_print_css(staff_client, build, lab):
     assert "@media print" in common and ".toolbar{display:none}" in common
 
 
-def test_a_slip_for_a_link_that_cannot_be_paid_has_no_qr(staff_client, build, lab):
-    link = build.link(lab, status=LinkStatus.PAID, amount_paid=123450)
-    page = staff_client.get(f"/links/{link.id}/print").get_data(as_text=True)
-    assert "This payment link is paid." in page and "qr.svg" not in page
+def test_a_link_that_cannot_be_paid_has_no_slip_and_no_qr(staff_client, build, lab):
+    for status in (LinkStatus.PAID, LinkStatus.CANCELLED, LinkStatus.EXPIRED):
+        link = build.link(lab, status=status, amount_paid=123450 if status == "paid" else 0)
+        response = staff_client.get(f"/links/{link.id}/print")
+        assert response.status_code == 410, status
+        assert "no slip to print" in response.get_data(as_text=True)
+        assert staff_client.get(f"/pay/{link.token}/qr.svg").status_code == 410
+        assert staff_client.get(f"/pay/{link.token}/qr.png").status_code == 410
 
 
 def test_partly_paid_slip_shows_what_is_due(staff_client, build, lab):
