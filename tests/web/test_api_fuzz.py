@@ -62,4 +62,4 @@ def test_schemathesis_finds_no_failures(app, db, lab, capsys):
                 stats[f"{operation.label} ({mode.value})"] = fuzz(operation, link.id, mode)
     with capsys.disabled():
         print(f"\nschemathesis: {len(stats)} operations, {sum(stats.values())} cases: {stats}")
-    assert len(stats) == 7 and all(count >= 20 for count in stats.values())
+    assert len(stats) == 9 and all(count >= 20 for count in stats.values())
