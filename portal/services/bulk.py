@@ -427,7 +427,6 @@ def save_upload(session: Session, lab: Lab, user_id: int, filename: str,
                 rows: list[CheckedRow], *, now: datetime | None = None) -> BulkUpload:
     """Stores the checked rows under a random id; drops everyone's expired uploads."""
     now = now or utcnow()
-    session.execute(delete(BulkUpload).where(BulkUpload.expires_at < now))
     upload = BulkUpload(
         public_id=secrets.token_urlsafe(32), lab_id=lab.id, user_id=user_id,
         filename=_shown(filename)[:255], row_count=len(rows),
@@ -437,6 +436,7 @@ def save_upload(session: Session, lab: Lab, user_id: int, filename: str,
         created_at=now, expires_at=now + CHECKED_FOR)
     session.add(upload)
     session.flush()
+    session.execute(delete(BulkUpload).where(BulkUpload.expires_at < now))
     return upload
 
 
