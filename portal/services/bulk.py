@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from .. import i18n
 from ..i18n import staff_gettext as _s
@@ -555,8 +555,9 @@ def result_csv(session: Session, lab: Lab, upload: BulkUpload, base_url: str) ->
     links: dict[int, OnlinePayment] = {}
     for start in range(0, len(ids), 500):
         links.update((link.id, link) for link in session.scalars(
-            select(OnlinePayment).where(OnlinePayment.lab_id == lab.id,
-                                        OnlinePayment.id.in_(ids[start:start + 500]))))
+            select(OnlinePayment).options(selectinload(OnlinePayment.customer))
+            .where(OnlinePayment.lab_id == lab.id,
+                   OnlinePayment.id.in_(ids[start:start + 500]))))
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
