@@ -518,13 +518,10 @@ def _recheck(session: Session, lab: Lab, upload: BulkUpload, now: datetime) -> N
     for row in rows:
         if row.link and datetime.fromisoformat(row.link["expires_at"]) <= now:
             row.errors.append(("expiry", _s("The expiry has passed since the check.")))
-    good = [r for r in rows if r.link and not r.errors]
-    existing = existing_references(session, lab.id,
-                                   [r.link["bill_reference"].lower() for r in good
-                                    if r.link], now)
-    for row in good:
-        assert row.link is not None
-        link_id = existing.get(row.link["bill_reference"].lower())
+    good = [(r, r.link["bill_reference"].lower()) for r in rows if r.link and not r.errors]
+    existing = existing_references(session, lab.id, [reference for _, reference in good], now)
+    for row, reference in good:
+        link_id = existing.get(reference)
         if link_id is not None:
             row.errors.append(("bill_reference",
                                _s("This bill already has a link (#%(id)s).", id=link_id)))
