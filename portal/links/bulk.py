@@ -114,6 +114,14 @@ def bulk_create(upload_id: str):
     return redirect(url_for("links.bulk_review", upload_id=upload_id), 303)
 
 
+@bp.get("/links/bulk/<upload_id>/problems.csv")
+@login_required
+def bulk_problems(upload_id: str):
+    upload = _upload(upload_id)
+    return Response(bulk.problems_csv(upload), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": "attachment; filename=problems.csv"})
+
+
 @bp.get("/links/bulk/<upload_id>/result.csv")
 @login_required
 def bulk_result(upload_id: str):

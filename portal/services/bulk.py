@@ -575,6 +575,19 @@ def result_csv(session: Session, lab: Lab, upload: BulkUpload, base_url: str) ->
     return out.getvalue()
 
 
+def problems_csv(upload: BulkUpload) -> str:
+    """Every problem of the checked file: row, column, message and the cell as it was."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(["row", "column", "problem", "value"])
+    for row in upload.rows:
+        for column, message in row["errors"]:
+            writer.writerow([spreadsheet_safe(str(cell)) for cell in (
+                row["n"], column, message, row["values"].get(column, ""))])
+    return out.getvalue()
+
+
 def duplicate_references(references: Sequence[str | None]) -> dict[int, int]:
     """Index -> index of the first item with the same bill reference (case-insensitive)."""
     first: dict[str, int] = {}

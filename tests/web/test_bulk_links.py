@@ -151,6 +151,12 @@ def test_bad_rows_are_listed_and_nothing_is_created_until_dropped(staff_client, 
     assert messages[("8", "bill_reference")].startswith("This bill already has a link (#")
     assert messages[("7", "amount")] == "INR amounts have at most 2 decimals."
     assert "Create 2 links" in page and "Leave out the rows with problems" in page
+    listed = list(csv.reader(io.StringIO(staff_client.get(f"{path}/problems.csv")
+                                         .get_data(as_text=True).lstrip("\ufeff"))))
+    assert listed[0] == ["row", "column", "problem", "value"]
+    assert {(r[0], r[1]) for r in listed[1:]} == columns
+    assert ["4", "amount", "Enter the amount as a number, for example 1250.50.", "abc"] in listed
+    assert ["5", "amount", "The amount must be more than zero.", "'-5"] in listed
     refused = create(staff_client, path)
     assert refused.status_code == 422
     assert "Some rows have problems" in refused.get_data(as_text=True)
