@@ -299,6 +299,9 @@ def _check_row(lab: Lab, number: int, raw: dict[str, Any], now: datetime) -> Che
         if name in bad:
             return ""
         value = values.get(name, "")
+        if name != "description" and ("\n" in value or "\r" in value):
+            errors.append((name, _s("Must be on one line.")))
+            return ""
         if not value and required:
             errors.append((name, required))
         elif len(value) > max_len:

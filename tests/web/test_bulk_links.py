@@ -295,12 +295,13 @@ def test_hostile_bytes_in_cells_are_row_problems_not_errors(staff_client, db):
                "Meera,+919876543212,100,B-3\u202e\n"
                "Karan,+919876543213,1e9999,B-4\n"
                "Vikram,+919876543214," + "9" * 40 + ",B-5\n"
-               + "Priya,+919876543215,100," + "x" * 5000 + "\n").encode()
+               + "Priya,+919876543215,100," + "x" * 5000 + "\n"
+               + "\"Two\nLines\",+919876543216,100,B-8\n").encode()
     path = review_path(upload(staff_client, content))
     page = staff_client.get(path).get_data(as_text=True)
     assert {(r, c) for r, c, _ in problems(page)} == {
         ("2", "name"), ("3", "name"), ("5", "amount"), ("6", "amount"),
-        ("7", "bill_reference")}
+        ("7", "bill_reference"), ("8", "name")}
     stored = db.scalar(select(BulkUpload))
     assert "\x00" not in str(stored.rows)
     assert create(staff_client, path, drop_bad=True).status_code == 303
