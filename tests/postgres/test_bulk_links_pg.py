@@ -53,7 +53,8 @@ def test_two_presses_of_create_at_once_make_the_links_once(pg_app):
         statuses.append(c.post(f"{path}/create", data={"csrf_token": t,
                                                        "drop_bad": "y"}).status_code)
 
-    threads = [threading.Thread(target=press, args=(c, t)) for c, t in zip(clients, tokens)]
+    threads = [threading.Thread(target=press, args=pair)
+               for pair in zip(clients, tokens, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
