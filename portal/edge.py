@@ -24,6 +24,8 @@ MAX_ROW_ID = 2**31 - 1  # the largest id an INTEGER primary key can hold (Postgr
 MAX_JSON_DEPTH = 64  # gateways' events nest under ten levels; the API's bodies three
 MAX_JSON_NUMBER = 2**63 - 1
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Endpoints allowed a larger body than MAX_CONTENT_LENGTH (a file upload): endpoint -> bytes.
+LARGER_BODIES: dict[str, int] = {}
 
 # C0 controls and DEL, except tab, line feed and carriage return (textareas send those), and
 # lone surrogates (only JSON escapes can make them; they are not text and not UTF-8).
@@ -167,6 +169,8 @@ def _bounded_body() -> bytes:
     Werkzeug stops a chunked (length-less) body at MAX_CONTENT_LENGTH without an error, which
     would hand the view a truncated body; one that fills the limit is refused instead.
     """
+    if request.endpoint in LARGER_BODIES:
+        request.max_content_length = LARGER_BODIES[request.endpoint]
     limit = request.max_content_length
     raw = request.get_data(cache=True)
     if limit is not None and request.content_length is None and len(raw) >= limit:

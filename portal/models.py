@@ -595,6 +595,31 @@ class AuditLog(Base):
     __table_args__ = (Index("ix_audit_lab_created", "lab_id", "id"),)
 
 
+class BulkUpload(Base):
+    """A checked bulk-links file kept between its check and its creation, for its uploader only.
+
+    The parsed rows live here, never in the page: amounts come from what was checked. Rows are
+    cleared once the links exist; the row is deleted after `expires_at`.
+    """
+
+    __tablename__ = "bulk_uploads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(43), unique=True)  # 256 random bits
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    row_count: Mapped[int] = mapped_column(default=0)
+    bad_count: Mapped[int] = mapped_column(default=0)
+    rows: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    results: Mapped[list[Any] | None] = mapped_column(JSON)  # set once the links exist
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_bulk_uploads_expires_at", "expires_at"),)
+
+
 class SandboxCharge(Base):
     """The sandbox gateway's own record of an outcome: what its status API answers from."""
 

@@ -18,6 +18,7 @@ Two tables:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -166,6 +167,12 @@ class HostileRun:
         self.payment = db.scalar(select(Payment).where(Payment.reference == self.reference))
         self.customer_id = db.scalar(select(func.min(Customer.id))) or 1
         self.csrf = csrf_from(self.client.get("/links/new").get_data(as_text=True))
+        checked = self.client.post("/links/bulk", data={
+            "csrf_token": self.csrf, "file": (io.BytesIO(b"name,phone,amount,bill_reference\n"
+                                                         b"Asha Rao,+919876543210,100,H-1\n"),
+                                              "h.csv")}, content_type="multipart/form-data")
+        assert checked.status_code == 303
+        upload_id = checked.headers["Location"].rsplit("/", 1)[1]
         self.params = {
             "link_id": self.open_link.id, "payment_id": self.payment.id,
             "user_id": self.other.id, "key_id": 1, "customer_id": self.customer_id,
@@ -173,7 +180,7 @@ class HostileRun:
             "token": self.open_link.token, "gateway": "sandbox", "name": "sandbox",
             "reference": self.reference, "colour": "112233", "digest": "0" * 64,
             "ext": "png", "filename": "app.css", "endpoint_id": self.endpoint.id,
-            "delivery_id": self.delivery_id}
+            "delivery_id": self.delivery_id, "upload_id": upload_id}
         self.forms: dict[tuple[str, str], dict[str, str]] = {}
         self.result = Result()
 
@@ -214,11 +221,13 @@ class HostileRun:
         if rule.rule.startswith(("/payments/", "/webhook-endpoints")) \
                 and rule.endpoint != "webhooks.receive":
             headers["Authorization"] = f"Bearer {self.api_key}"
-            if rule.endpoint == "api.initiate":
+            if rule.endpoint in ("api.initiate", "api.batch"):
                 body = {"amount": 1000, "currency": "INR", "bill_reference": "B-1",
                         "customer": {"name": "Asha Rao", "phone": "+919876543210"},
                         "expires_at": (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "metadata": {"k": "v"}}
+                if rule.endpoint == "api.batch":
+                    body = {"items": [body]}
             elif rule.endpoint == "api.create_webhook_endpoint" and method == "POST":
                 body = {"url": "http://127.0.0.1:9/other", "events": ["link.paid"],
                         "description": "LIS"}

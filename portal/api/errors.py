@@ -7,18 +7,22 @@ from flask import jsonify
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str,
-                 fields: dict[str, str] | None = None, headers: dict[str, str] | None = None):
+                 fields: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                 items: list[dict] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
         self.headers = headers or {}
+        self.items = items  # a batch's problems, by item index
 
     def response(self):
-        body = {"code": self.code, "message": self.message}
+        body: dict = {"code": self.code, "message": self.message}
         if self.fields:
             body["fields"] = self.fields
+        if self.items:
+            body["items"] = self.items
         response = jsonify(error=body)
         response.status_code = self.status
         response.headers.update(self.headers)

@@ -15,7 +15,8 @@ ERROR_CODES = ["unauthorized", "rate_limited", "payload_too_large", "invalid_jso
                "unknown_gateway", "unknown_reference", "bad_signature", "malformed_payload",
                "not_configured", "unknown_status", "gateway_error", "timeout", "unreachable",
                "invalid_url", "https_required", "unresolvable_host", "forbidden_address",
-               "unknown_event_type", "no_event_types", "too_many_endpoints"]
+               "unknown_event_type", "no_event_types", "too_many_endpoints",
+               "duplicate_bill_reference"]
 # Outgoing webhooks (portal/services/outhooks.py): what the lab's own systems receive.
 EVENT_TYPES = ["link.created", "link.paid", "link.partially_paid", "link.expired",
                "link.cancelled", "payment.failed", "refund.succeeded", "refund.failed"]
@@ -105,7 +106,30 @@ SCHEMAS = {
             "properties": {
                 "code": {"type": "string", "enum": ERROR_CODES},
                 "message": {"type": "string"},
-                "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                "items": {
+                    "type": "array", "description": "POST /payments/batch: the problems of "
+                    "each refused item, by its index in the request",
+                    "items": {
+                        "type": "object", "required": ["index", "code", "message"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 0},
+                            "code": {"type": "string", "enum": ["validation_failed",
+                                                                "invalid_json",
+                                                                "duplicate_bill_reference"]},
+                            "message": {"type": "string"},
+                            "fields": {"type": "object",
+                                       "additionalProperties": {"type": "string"}}}}}}}}},
+    "BatchRequest": {
+        "type": "object", "required": ["items"], "additionalProperties": False,
+        "properties": {"items": {
+            "type": "array", "minItems": 1, "maxItems": 1000,
+            "items": {"$ref": "#/components/schemas/InitiateRequest"}}}},
+    "BatchResponse": {
+        "type": "object", "required": ["items"], "additionalProperties": False,
+        "properties": {"items": {"type": "array",
+                                 "items": {"$ref": "#/components/schemas/Link"}}}},
     "Customer": {
         "type": "object", "required": ["name"], "additionalProperties": False,
         "properties": {
@@ -265,6 +289,41 @@ def document(base_url: str) -> dict:
                                 "metadata": {"lis_order": "77881"}}}}},
                 "responses": {"201": _response("The link", "Link", LINK_EXAMPLE),
                               **_errors(400, 401, 409, 413, 422, 429, 503)}}},
+            "/payments/batch": {"post": {
+                "operationId": "initiatePaymentBatch",
+                "summary": "Create many payment links at once, all or none",
+                "description": "Each item is an initiate body. Every item is checked first; "
+                               "if any is invalid (or two share a bill_reference, compared "
+                               "without case) nothing is created and the answer lists each "
+                               "refused item by its index. Otherwise all links are created in "
+                               "one transaction and returned in the order given. At most "
+                               "1,000 items and 1 MB.",
+                "parameters": [IDEMPOTENCY_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/BatchRequest"},
+                    "example": {"items": [
+                        {"amount": 123450, "currency": "INR", "bill_reference": "B-2026-0042",
+                         "customer": {"name": "Asha Rao", "phone": "+919876543210"},
+                         "notify": ["sms"]},
+                        {"amount": 80000, "currency": "INR", "bill_reference": "B-2026-0043",
+                         "customer": {"name": "Ravi Kumar", "email": "ravi@example.com"},
+                         "expires_in": 259200}]}}}},
+                "responses": {
+                    "201": _response("The links, in the order of the items", "BatchResponse",
+                                     {"items": [LINK_EXAMPLE]}),
+                    **_errors(400, 401, 409, 413, 429, 503),
+                    "422": _response(
+                        "Nothing created: the items' problems by index (or a batch-level "
+                        "problem in fields)", "Error",
+                        {"error": {"code": "validation_failed",
+                                   "message": "Some items are invalid; nothing was created.",
+                                   "items": [{"index": 1, "code": "validation_failed",
+                                              "message": "Some fields are missing or invalid.",
+                                              "fields": {"amount": "Must be more than zero."}},
+                                             {"index": 3, "code": "duplicate_bill_reference",
+                                              "message": "The same bill_reference as item 0.",
+                                              "fields": {"bill_reference":
+                                                         "Also in item 0."}}]}})}}},
             "/payments/status/{id}": {"get": {
                 "operationId": "paymentStatus", "summary": "A link, its payments and refunds",
                 "parameters": [

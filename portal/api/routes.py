@@ -14,7 +14,7 @@ from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
 from ..extensions import csrf, db_session
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
 from ..ratelimits import take as take_limit
-from ..services import api_objects, idempotency
+from ..services import api_objects, bulk, idempotency
 from ..services.api_keys import authenticate_api_key
 from ..services.checkout import fetch_and_apply
 from ..services.keys import is_configured
@@ -23,9 +23,11 @@ from ..services.refunds import RefundNotAllowed, request_refund
 from . import bp
 from .errors import ApiError, invalid
 from .openapi import document
-from .validation import parse_initiate, parse_refund
+from .validation import parse_initiate, parse_refund, require_object
 
 MAX_BODY = 64 * 1024
+MAX_BATCH_BODY = 1024 * 1024  # the app's MAX_CONTENT_LENGTH: about 1,000 full items
+MAX_BATCH_ITEMS = 1000
 MAX_ID = MAX_ROW_ID
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -34,8 +36,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 def authenticate():
     if request.endpoint == "api.openapi":
         return None
-    if (request.content_length or 0) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"The body is larger than {MAX_BODY} bytes.")
+    limit = _body_limit()
+    if (request.content_length or 0) > limit:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
     scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
     session = db_session()
     key = authenticate_api_key(session, presented.strip()) if scheme.lower() == "bearer" \
@@ -64,10 +67,15 @@ def api_error(exc: ApiError):
     return exc.response()
 
 
+def _body_limit() -> int:
+    return MAX_BATCH_BODY if request.endpoint == "api.batch" else MAX_BODY
+
+
 def _json_body():
     raw = request.get_data(cache=True)
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"The body is larger than {MAX_BODY} bytes.")
+    limit = _body_limit()
+    if len(raw) > limit:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
     try:
         return load_json(raw or b"null", text=CONTROL_IN_TEXT)
     except JsonRejected as exc:
@@ -144,6 +152,51 @@ def initiate():
     session.commit()
     current_app.logger.info("API key %s created link %s", g.api_key_id, link.id)
     return jsonify(link_json(link)), 201
+
+
+@bp.post("/payments/batch")
+@csrf.exempt
+@idempotent
+def batch():
+    """Many initiate bodies at once: every item checked first, then all created or none."""
+    body = require_object(_json_body())
+    items = body.get("items")
+    unknown = sorted(set(body) - {"items"})
+    if unknown:
+        raise invalid({name[:100]: "Unknown field." for name in unknown})
+    if not isinstance(items, list) or not items:
+        raise invalid({"items": "Required: a list of initiate bodies."})
+    if len(items) > MAX_BATCH_ITEMS:
+        raise invalid({"items": f"At most {MAX_BATCH_ITEMS} items in one batch."})
+    session = db_session()
+    lab = _lab()
+    configured = {name for name in GATEWAYS if is_configured(session, lab.id, name)}
+    now = utcnow()
+    parsed, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse_initiate(item, lab=lab, gateways=configured, now=now))
+        except ApiError as exc:
+            problems.append({"index": index, "code": exc.code, "message": exc.message,
+                             **({"fields": exc.fields} if exc.fields else {})})
+            parsed.append(None)
+    references = [p[0].bill_reference if p else None for p in parsed]
+    for index, first in bulk.duplicate_references(references).items():
+        problems.append({"index": index, "code": "duplicate_bill_reference",
+                         "message": f"The same bill_reference as item {first}.",
+                         "fields": {"bill_reference": f"Also in item {first}."}})
+    if problems:
+        raise ApiError(422, "validation_failed", "Some items are invalid; nothing was "
+                       "created.", items=sorted(problems, key=lambda p: p["index"]))
+    if lab.default_gateway not in configured and any(p[0].gateway is None for p in parsed):
+        raise ApiError(422, "gateway_not_configured",
+                       "The lab has no payment gateway set up yet.")
+    links = bulk.create_many(session, lab, [p[0] for p in parsed], user_id=None)
+    for link, (_, metadata) in zip(links, parsed, strict=True):
+        link.metadata_json = metadata
+    session.commit()
+    current_app.logger.info("API key %s created %s links in a batch", g.api_key_id, len(links))
+    return jsonify(items=[link_json(link) for link in links]), 201
 
 
 @bp.get("/payments/status/<int:link_id>")

@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("links", __name__)
 
-from . import counter, routes, saved_methods, slip  # noqa: E402,F401
+from . import bulk, counter, routes, saved_methods, slip  # noqa: E402,F401

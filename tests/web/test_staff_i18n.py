@@ -7,6 +7,7 @@ The pages come from the app's url_map, so a staff page added later is walked too
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from portal import catalogs, i18n
 from portal.models import Customer, OnlinePayment, Role
-from tests.conftest import sign_in
+from tests.conftest import csrf_from, sign_in
 from tests.web.helpers import post_event, start_payment
 from tests.web.test_i18n import escaped_strings
 
@@ -53,12 +54,12 @@ def template_text_escaped(html: str) -> list[str]:
                            *i18n.staff_choices().values(), *i18n.LANGUAGES.values())
 
 
-def staff_pages(app, client, db, lab, link, user_id):
+def staff_pages(app, client, db, lab, link, user_id, upload_id="none"):
     """Every GET staff page of the url_map, filled in with the builder's data."""
     payment = db.scalars(select(OnlinePayment).where(OnlinePayment.id == link.id)).one()
     customer = db.scalars(select(Customer).where(Customer.lab_id == lab.id)).first()
     values = {"link_id": link.id, "payment_id": payment.id, "customer_id": customer.id,
-              "user_id": user_id, "name": "sandbox"}
+              "user_id": user_id, "name": "sandbox", "upload_id": upload_id}
     pages = {}
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or NOT_STAFF.search(rule.rule):
@@ -79,9 +80,14 @@ def test_every_staff_page_is_marked_for_translation(app, client, build, lab, db,
     db.commit()
 
     assert sign_in(client, admin.email).status_code == 302
+    token = csrf_from(client.get("/links/bulk").get_data(as_text=True))
+    checked = client.post("/links/bulk", data={"csrf_token": token, "file": (io.BytesIO(
+        b"name,phone,amount,bill_reference\nAsha,+919876543210,100,B-9\nRavi,1,x,B-10\n"),
+        "a.csv")}, content_type="multipart/form-data")
+    upload_id = checked.headers["Location"].rsplit("/", 1)[1]  # a checked file to review
     app.jinja_env.finalize = mark_values
     app.jinja_env.cache.clear()  # compiled before: recompiled with the marking
-    pages = staff_pages(app, client, db, lab, link, other.id)
+    pages = staff_pages(app, client, db, lab, link, other.id, upload_id)
     signed_out = app.test_client()  # the signed-in client is sent on from these two
     pages.update({"/login": signed_out.get("/login"),
                   "/invite": signed_out.get("/invite?token=nope")})
