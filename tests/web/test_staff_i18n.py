@@ -18,14 +18,15 @@ from sqlalchemy import select
 
 from portal import catalogs, i18n
 from portal.models import Customer, OnlinePayment, Role
+from portal.services import outhooks
 from tests.conftest import csrf_from, sign_in
 from tests.web.helpers import post_event, start_payment
 from tests.web.test_i18n import escaped_strings
 
 # Routes that are not staff HTML pages: patients', the API, files and the printable slip
 # (the patient's, in the link's language).
-NOT_STAFF = re.compile(r"^/(pay|sandbox|payments|static|brand|healthz|readyz|metrics)\b"
-                       r"|\.(json|csv)$|/print$")
+NOT_STAFF = re.compile(r"^/(pay|sandbox|payments|webhook-endpoints|static|brand|healthz|readyz"
+                       r"|metrics)\b|\.(json|csv|xlsx|ico|pdf)$|/print$")
 # Values that are data or formatting, not text: dates, currency codes, gateways' own names.
 DATA_WORDS = set(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec AM PM UTC IST INR USD AED PHP HKD "
@@ -56,10 +57,15 @@ def template_text_escaped(html: str) -> list[str]:
 
 def staff_pages(app, client, db, lab, link, user_id, upload_id="none"):
     """Every GET staff page of the url_map, filled in with the builder's data."""
+    app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"  # 127.0.0.1 allowed: the page has a row
+    endpoint = outhooks.create_endpoint(db, app.config, db.merge(lab),
+                                        "http://127.0.0.1:9/hook").endpoint
+    db.commit()
     payment = db.scalars(select(OnlinePayment).where(OnlinePayment.id == link.id)).one()
     customer = db.scalars(select(Customer).where(Customer.lab_id == lab.id)).first()
     values = {"link_id": link.id, "payment_id": payment.id, "customer_id": customer.id,
-              "user_id": user_id, "name": "sandbox", "upload_id": upload_id}
+              "user_id": user_id, "name": "sandbox", "upload_id": upload_id,
+              "endpoint_id": endpoint.id}
     pages = {}
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or NOT_STAFF.search(rule.rule):
