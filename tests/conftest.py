@@ -137,7 +137,7 @@ class FreshReadSession(Session):
         options = {**(execution_options or {}), "populate_existing": True}
         result = super()._execute_internal(statement, params, execution_options=options,
                                            **kwargs)
-        frozen = result.freeze() if hasattr(result, "freeze") else None
+        frozen = result.freeze() if getattr(result, "returns_rows", False) else None
         self.commit()
         return frozen() if frozen is not None else result
 

@@ -20,6 +20,7 @@ from portal.models import (
     Role,
     utcnow,
 )
+from portal.services import bulk, outhooks
 from portal.services.api_keys import create_api_key
 from portal.services.users import invite_token
 
@@ -30,7 +31,8 @@ VIEWPORTS = {"320px": ({"width": 320, "height": 640}, 1),
              "200% zoom": ({"width": 640, "height": 400}, 2)}
 LONG = "Sunrise Diagnostics and Research Centre, Koramangala 5th Block"
 NOT_PAGES = {"main.healthz", "main.favicon", "admin.brand_css", "admin.brand_logo",
-             "transactions.export"}
+             "transactions.export", "links.bulk_template", "links.bulk_problems",
+             "links.bulk_result"}
 STAFF_BLUEPRINTS = {"main", "auth", "admin", "customers", "links", "transactions"}
 
 
@@ -72,10 +74,21 @@ def busy_lab(app, build, db, lab, admin):
                     detail={"changed": ["name", "timezone", "reminder_hours_before"]}))
     create_api_key(db, lab.id, "Laboratory information system (LIS) integration",
                    actor_id=admin.id, ip=None)
+    table = bulk.read_table("home-collection-round-december.csv", (
+        b"name,phone,amount,bill_reference\n"
+        b"Lakshmi Venkataraman Subramaniam,+919876543210,1234.50,B-HOME-000000000001\n"
+        b"Ravi,12,twelve hundred,B-HOME-2\n"))
+    upload = bulk.save_upload(db, lab, admin.id, "home-collection-round-december.csv",
+                              bulk.check_table(db, lab, table))
+    app.config["PORTAL_WEBHOOK_TEST_MODE"] = "all"  # 127.0.0.1 allowed
+    endpoint = outhooks.create_endpoint(
+        db, app.config, lab, "http://127.0.0.1:9/laboratory-information-system/webhooks/portal"
+    ).endpoint
     db.commit()
     invited = build.user(lab, "new.person@sunrise-diagnostics.test", role=Role.STAFF)
     return {"link": link, "payment": payment, "staff": staff,
-            "invite": invite_token(app.config["SECRET_KEY"], invited)}
+            "invite": invite_token(app.config["SECRET_KEY"], invited),
+            "upload": upload.public_id, "endpoint": endpoint.id}
 
 
 def page_paths(busy) -> dict[str, str]:
@@ -103,8 +116,10 @@ def page_paths(busy) -> dict[str, str]:
         "links.print_slip": f"/links/{link.id}/print",
         "transactions.index": "/transactions",
         "transactions.detail": f"/transactions/{busy['payment'].id}",
-        # Pages other branches of issue 13 bring: measured once they are merged.
         "admin.integrations": "/admin/integrations",
+        "admin.integration": f"/admin/integrations/{busy['endpoint']}",
+        "links.bulk_upload": "/links/bulk",
+        "links.bulk_review": f"/links/bulk/{busy['upload']}",
     }
 
 
