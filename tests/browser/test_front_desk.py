@@ -195,7 +195,8 @@ def test_a_part_payment_then_the_rest(audit, live_server, build, lab, db, staff,
     receipt = patient.get_by_role("region", name="Receipt")
     expect(receipt).to_contain_text("₹1,000.00")
     expect(receipt).to_contain_text("₹2,000.00")
-    expect(receipt.get_by_text("Payment", exact=True)).to_have_count(2)
+    expect(receipt.locator("tbody tr.receipt__payment")).to_have_count(2)
+    expect(receipt.locator("tfoot")).to_contain_text("₹3,000.00")
     expect(receipt).not_to_contain_text("Still to pay")
     assert audit("", page=patient) == []
 

@@ -174,7 +174,8 @@ def test_patient_cancels_on_the_hosted_page(live, paytabs, pt_lab, build, db):
     browser, checkout_url = press_pay(live, link.token)
     back = post_back(browser, pay_on_hosted_page(browser, checkout_url, outcome="cancel"))
     page = browser.get(live + back.headers["Location"]).text
-    assert "The payment did not go through" in page and "Cancelled" in page
+    assert "The payment did not go through" in page
+    assert "The payment was stopped before it was finished." in page
     db.refresh(link)
     assert link.status == LinkStatus.CREATED  # still payable: "Try again"
     assert only_payment(db, link).status == PaymentStatus.FAILED

@@ -199,7 +199,8 @@ def test_a_declined_card_fails_the_attempt_and_the_patient_can_pay_again(live, p
     assert back.headers["Location"].startswith(f"{live}/pay/{link.token}/return?ref=")
     pesopay.wait_datafeeds(1)
     page = browser.get(back.headers["Location"]).text
-    assert "The payment did not go through" in page and "Declined by the bank" in page
+    assert "The payment did not go through" in page and "Your bank declined the payment." in page
+    assert "Declined by the bank" not in page  # the gateway's own words stay with staff
     assert only_payment(db, link).status == PaymentStatus.FAILED
     db.refresh(link)
     assert link.status == LinkStatus.CREATED

@@ -26,7 +26,7 @@ STAFF_MENU_PAGES = ("/", "/links", "/links/new", "/transactions", "/customers")
 
 ARGUMENT = re.compile(r"<(?:(?P<conv>\w+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>\w+)>")
 SAMPLE = {"int": "1", "float": "1.5", "uuid": "00000000-0000-4000-8000-000000000001"}
-MENU = re.compile(r'<nav aria-label="Main">(.*?)</nav>', re.S)
+MENU = re.compile(r'<nav aria-label="Main"[^>]*>(.*?)</nav>', re.S)
 HREF = re.compile(r'href="([^"]+)"')
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
