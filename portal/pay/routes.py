@@ -13,7 +13,7 @@ from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token
 from ..tokens import patient_url
-from . import bp
+from . import bp, formtoken
 
 
 def _link(token: str):
@@ -38,6 +38,7 @@ def _page(link, *, error: str | None = None, status_code: int = 200):
     }.get(status, "pay/page.html")
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
+        form_token=formtoken.form_token(link.token) if template == "pay/page.html" else None,
         can_save=_can_save(link), settled=link.settled_payments,
         gateway=GATEWAYS.get(link.gateway)), status_code
 
@@ -55,8 +56,10 @@ def page(token: str):
 
 
 @bp.post("/pay/<token>")
+@csrf.exempt  # the Pay form carries its own session-free token (formtoken.py)
 def start(token: str):
     link = _link(token)
+    formtoken.check(link.token)
     session = db_session()
     try:
         started = start_checkout(session, current_app.config, link,

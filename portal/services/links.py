@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ..models import (
     OPEN_LINK_STATES,
@@ -102,9 +102,12 @@ def get_link(session: Session, lab_id: int, link_id: int) -> OnlinePayment | Non
 
 
 def get_link_by_token(session: Session, token: str) -> OnlinePayment | None:
+    """The link with its lab and payments, in one query: everything a patient's page shows."""
     if not token or len(token) > 64:
         return None
-    return session.scalar(select(OnlinePayment).where(OnlinePayment.token == token))
+    return session.scalars(select(OnlinePayment).where(OnlinePayment.token == token)
+                           .options(joinedload(OnlinePayment.lab),
+                                    joinedload(OnlinePayment.payments))).unique().first()
 
 
 def list_links(session: Session, lab_id: int, *, status: LinkStatus | None = None,

@@ -28,12 +28,12 @@ def test_unknown_token_is_404(client):
 
 def test_expired_is_decided_at_request_time(client, build, lab, db):
     link = build.link(lab)
+    opened = csrf_from(client.get(f"/pay/{link.token}").get_data(as_text=True))
     link.expires_at = utcnow() - timedelta(seconds=1)
     db.commit()
     page = client.get(f"/pay/{link.token}").get_data(as_text=True)
     assert "This payment link has expired" in page and "Pay ₹" not in page
-    response = client.post(f"/pay/{link.token}", data={"csrf_token": csrf_from(
-        client.get("/login").get_data(as_text=True))})
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": opened})
     assert response.status_code == 409
     assert db.scalar(select(Payment)) is None
 
@@ -152,3 +152,57 @@ def test_pay_without_a_csrf_token_gets_a_patient_page_and_no_payment(client, bui
     assert response.status_code == 400
     assert "Please try again" in response.get_data(as_text=True)
     assert db.scalar(select(Payment)) is None
+
+
+def test_a_patient_get_sets_no_cookie_and_the_form_token_still_guards_pay(client, build, lab, db):
+    link, other = build.link(lab), build.link(lab)
+    response = client.get(f"/pay/{link.token}")
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    token = csrf_from(response.get_data(as_text=True))
+    foreign = csrf_from(client.get(f"/pay/{other.token}").get_data(as_text=True))
+    staff_token = csrf_from(client.get("/login").get_data(as_text=True))
+    for refused in ("", "forged", foreign, staff_token, token[:-2] + "xx"):
+        response = client.post(f"/pay/{link.token}", data={"csrf_token": refused})
+        assert response.status_code == 400, refused
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "https://evil.example"})
+    assert response.status_code == 400
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 400
+    assert db.scalar(select(Payment)) is None
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 303
+    assert db.scalar(select(Payment)) is not None
+
+
+def test_the_pay_form_token_expires_after_a_day(client, build, lab, monkeypatch):
+    from portal.pay import formtoken
+
+    link = build.link(lab)
+    token = csrf_from(client.get(f"/pay/{link.token}").get_data(as_text=True))
+    monkeypatch.setattr(formtoken, "MAX_AGE_SECONDS", -1)
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token})
+    assert response.status_code == 400
+
+
+def test_the_pay_page_is_one_query(client, build, lab, db, app):
+    from sqlalchemy import event
+
+    link = build.link(lab)
+    client.get(f"/pay/{link.token}")
+    statements = []
+    engine = app.extensions["portal_db"].engine
+
+    def seen(conn, cursor, statement, *args):
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = client.get(f"/pay/{link.token}")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert response.status_code == 200
+    assert len(statements) == 1, statements
