@@ -8,7 +8,7 @@ from gateways import GATEWAYS
 from gateways.base import Capability, GatewayError
 
 from .. import i18n, qr
-from ..extensions import csrf, db_session
+from ..extensions import csrf, db_session, read_only_view
 from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token
@@ -51,6 +51,7 @@ def _can_save(link) -> bool:
 
 
 @bp.get("/pay/<token>")
+@read_only_view
 def page(token: str):
     return _page(_link(token))
 
@@ -117,6 +118,7 @@ def back_posted(token: str):
 
 
 @bp.get("/pay/<token>/status.json")
+@read_only_view
 def status_json(token: str):
     link = _link(token)
     latest = link.payments[-1] if link.payments else None
@@ -130,18 +132,21 @@ def status_json(token: str):
 
 
 @bp.get("/pay/<token>/qr.svg")
+@read_only_view
 def qr_svg(token: str):
     link = _link(token)
     return Response(qr.svg(_patient_url(link.token)), mimetype="image/svg+xml")
 
 
 @bp.get("/pay/<token>/qr.png")
+@read_only_view
 def qr_png(token: str):
     link = _link(token)
     return Response(qr.png(_patient_url(link.token)), mimetype="image/png")
 
 
 @bp.get("/pay/<token>/receipt")
+@read_only_view
 def receipt(token: str):
     link = _link(token)
     settled = link.settled_payments or abort(404)
