@@ -11,7 +11,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from . import edge, outage
+from . import assets, edge, outage
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
 
@@ -58,6 +58,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     filters.init_app(app)
     i18n.init_app(app)
     _security_headers(app)
+    assets.init_app(app)  # after the headers: its compression runs first (LIFO)
     _error_pages(app)
     _logging(app)
 
@@ -163,6 +164,8 @@ def _logging(app: Flask) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logmask.install(app.config)
     logmask.remember_stored_secrets(app)
+    if not app.config.get("PORTAL_ACCESS_LOG", True):
+        return
 
     @app.after_request
     def log_request(response):
