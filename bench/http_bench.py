@@ -56,7 +56,8 @@ def serve_defaults() -> dict[str, int]:
     """`portal serve`'s own worker settings, so the bare hello runs with the same ones."""
     from portal.cli import serve
 
-    return {p.name: p.default for p in serve.params if p.name in ("workers", "threads")}
+    return {p.name: p.default() if callable(p.default) else p.default
+            for p in serve.params if p.name in ("workers", "threads")}
 
 
 def seed(env: dict[str, str], links: int, pending: int) -> dict:
@@ -159,6 +160,7 @@ def hello_rate(folder: Path, seconds: float, settings: dict[str, int]) -> float:
     paths.write_text("/\n")
     process = start([str(BIN / "gunicorn"), "-k", "gthread", "-w", str(settings["workers"]),
                      "--threads", str(settings["threads"]), "-b", f"127.0.0.1:{PORT + 1}",
+                     "--keep-alive", "5", "--worker-tmp-dir", "/dev/shm",
                      "bench.hello:app"], {}, PORT + 1, folder / "hello.log")
     try:
         wrk(PORT + 1, "paths.lua", 2, {"BENCH_PATHS": str(paths)})  # warm up

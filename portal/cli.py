@@ -253,11 +253,20 @@ def worker() -> None:
     run_worker(current_app._get_current_object(), stop)
 
 
+def default_workers() -> int:
+    """Two processes per core: the work is mostly Python (one core per process at a time),
+    and a second process covers a first one waiting on the database."""
+    return max(2, min(2 * (os.cpu_count() or 1), 16))
+
+
+DEFAULT_THREADS = 2  # a few threads overlap I/O; more only fight over the GIL
+
+
 @click.command(help="Run the production server (gunicorn).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--workers", default=default_workers, show_default="2 per core", type=int)
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=int)
 @click.option("--with-worker", is_flag=True,
               help="Also run the background worker inside the server (single-box/SQLite).")
 def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
@@ -275,6 +284,9 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
             self.cfg.set("workers", 1 if with_worker else workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
+            self.cfg.set("keepalive", 5)  # behind a proxy that keeps connections open
+            if os.path.isdir("/dev/shm"):  # the heartbeat file: in memory, not on disk
+                self.cfg.set("worker_tmp_dir", "/dev/shm")
             self.cfg.set("accesslog", None)  # the app logs requests with tokens redacted
             self.cfg.set("logger_class", logmask.gunicorn_logger_class())
             if with_worker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from ..models import (
@@ -101,13 +101,16 @@ def get_link(session: Session, lab_id: int, link_id: int) -> OnlinePayment | Non
                                                       OnlinePayment.lab_id == lab_id))
 
 
+# Built once: constructing the statement cost as much as running it.
+_BY_TOKEN = (select(OnlinePayment).where(OnlinePayment.token == bindparam("token"))
+             .options(joinedload(OnlinePayment.lab), joinedload(OnlinePayment.payments)))
+
+
 def get_link_by_token(session: Session, token: str) -> OnlinePayment | None:
     """The link with its lab and payments, in one query: everything a patient's page shows."""
     if not token or len(token) > 64:
         return None
-    return session.scalars(select(OnlinePayment).where(OnlinePayment.token == token)
-                           .options(joinedload(OnlinePayment.lab),
-                                    joinedload(OnlinePayment.payments))).unique().first()
+    return session.scalars(_BY_TOKEN, {"token": token}).unique().first()
 
 
 def list_links(session: Session, lab_id: int, *, status: LinkStatus | None = None,
