@@ -13,7 +13,7 @@ from ..models import SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..services.checkout import NotPayable, handle_return, start_checkout
 from ..services.links import get_link_by_token
 from ..tokens import patient_url
-from . import bp, formtoken
+from . import bp, formtoken, pagecache
 
 
 def _link(token: str):
@@ -53,7 +53,32 @@ def _can_save(link) -> bool:
 @bp.get("/pay/<token>")
 @read_only_view
 def page(token: str):
-    return _page(_link(token))
+    """Rendered once, then reused while one query finds nothing changed (pagecache.py)."""
+    session = db_session()
+    cache = _page_cache()
+    # Everything of the request the page depends on: the language comes from these and from
+    # the link and lab, which the version covers.
+    key = (token, request.full_path, request.cookies.get(i18n.COOKIE),
+           request.headers.get("Accept-Language"))
+    if cache.has(key):
+        found = pagecache.current_version(session, token)
+        if found is not None:
+            version, link_language, lab_language = found
+            cached = cache.get(key, version)
+            if cached is not None:
+                i18n.use(i18n.choose(link_language, lab_language))
+                return cached
+    link = _link(token)
+    body, status_code = _page(link)
+    cache.put(key, pagecache.version_of(link), (body, status_code))
+    return body, status_code
+
+
+def _page_cache() -> pagecache.PageCache:
+    cache = current_app.extensions.get("portal_pay_pages")
+    if cache is None:
+        cache = current_app.extensions["portal_pay_pages"] = pagecache.PageCache()
+    return cache
 
 
 @bp.post("/pay/<token>")

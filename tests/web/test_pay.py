@@ -188,21 +188,62 @@ def test_the_pay_form_token_expires_after_a_day(client, build, lab, monkeypatch)
 
 
 def test_the_pay_page_is_one_query(client, build, lab, db, app):
+    """Rendered: the link joined with its lab and payments. Reused: the one version check."""
     from sqlalchemy import event
 
     link = build.link(lab)
-    client.get(f"/pay/{link.token}")
-    statements = []
+    client.get("/login")  # the app warmed up
     engine = app.extensions["portal_db"].engine
 
-    def seen(conn, cursor, statement, *args):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
-            statements.append(statement)
+    def statements_of(path):
+        statements = []
 
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        response = client.get(f"/pay/{link.token}")
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    assert response.status_code == 200
-    assert len(statements) == 1, statements
+        def seen(conn, cursor, statement, *args):
+            if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK",
+                                                          "PRAGMA")):
+                statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            assert client.get(path).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        return statements
+
+    rendered = statements_of(f"/pay/{link.token}")
+    assert len(rendered) == 1, rendered
+    assert "JOIN labs" in rendered[0] and "JOIN payments" in rendered[0]
+    reused = statements_of(f"/pay/{link.token}")
+    assert len(reused) == 1, reused
+
+
+def test_a_reused_page_is_rendered_afresh_once_anything_on_it_changes(client, build, lab, db,
+                                                                      app):
+    link = build.link(lab)
+    first = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert client.get(f"/pay/{link.token}").get_data(as_text=True) == first  # reused
+    lab.name = "Acme Labs Renamed"
+    db.commit()
+    assert "Acme Labs Renamed" in client.get(f"/pay/{link.token}").get_data(as_text=True)
+    reference = start_payment(client, link)
+    assert "Payment received" not in client.get(f"/pay/{link.token}").get_data(as_text=True)
+    post_event(client, reference)
+    paid = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert "Pay ₹" not in paid
+    other = build.link(lab)
+    client.get(f"/pay/{other.token}")
+    other.expires_at = utcnow() - timedelta(seconds=1)
+    db.commit()
+    assert "This payment link has expired" in client.get(f"/pay/{other.token}").get_data(
+        as_text=True)
+
+
+def test_a_reused_page_keeps_each_patients_language(client, build, lab):
+    link = build.link(lab)
+    english = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    hindi = client.get(f"/pay/{link.token}", headers={"Accept-Language": "hi"}).get_data(
+        as_text=True)
+    assert 'lang="hi"' in hindi and 'lang="en"' in english.split("<head>")[0]
+    again = client.get(f"/pay/{link.token}", headers={"Accept-Language": "hi"})
+    assert again.get_data(as_text=True) == hindi
+    assert client.get(f"/pay/{link.token}").get_data(as_text=True) == english
