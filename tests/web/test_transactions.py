@@ -368,3 +368,47 @@ def test_another_labs_payments_are_not_found(staff_client, build, db, history):
     assert theirs.reference not in {r[1] for r in rows}
     page = staff_client.get("/transactions").get_data(as_text=True)
     assert "Other Labs" not in page and len(re.findall(r'scope="row">', page)) == 2
+
+
+def totals_both_ways(db, lab, f, monkeypatch):
+    """(from the kept payment_totals rows, from reading every payment)."""
+    from portal.services import transactions
+
+    kept = transactions.currency_totals(db, lab, f)
+    with monkeypatch.context() as m:
+        m.setattr(transactions, "_kept_totals", lambda *_: None)
+        full = transactions.currency_totals(db, lab, f)
+    return kept, full
+
+
+def test_kept_totals_follow_every_insert_update_and_delete(app, db, lab, history, monkeypatch):
+    from sqlalchemy import delete, update
+
+    from portal.models import Payment
+    from portal.services.transactions import TransactionFilter
+
+    filters = [TransactionFilter(), TransactionFilter(status=PaymentStatus.SUCCEEDED),
+               TransactionFilter(currency="USD"), TransactionFilter(gateway="stripe")]
+
+    def check():
+        db.commit()
+        for f in filters:
+            kept, full = totals_both_ways(db, lab, f, monkeypatch)
+            assert kept == full, f
+        return totals_both_ways(db, lab, filters[0], monkeypatch)[0]
+
+    before = check()
+    assert sum(t.count for t in before) == len(history)
+    payment = db.get(Payment, history["asha_ok"].id)
+    payment.amount_refunded = 1000
+    payment.status = PaymentStatus.PARTIALLY_REFUNDED
+    check()
+    engine = app.extensions["portal_db"].engine  # plain SQL, as a script would write
+    with engine.begin() as conn:
+        conn.execute(update(Payment).where(Payment.lab_id == lab.id, Payment.currency == "USD")
+                     .values(gateway="stripe", status=PaymentStatus.FAILED))
+    check()
+    with engine.begin() as conn:
+        conn.execute(delete(Payment).where(Payment.id == history["asha_failed"].id))
+    after = check()
+    assert sum(t.count for t in after) == len(history) - 1
