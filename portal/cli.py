@@ -259,6 +259,7 @@ def default_workers() -> int:
     return max(2, min(2 * (os.cpu_count() or 1), 16))
 
 
+SHM = "/dev/shm"  # nosec B108  # gunicorn's heartbeat files, as its docs advise
 DEFAULT_THREADS = 2  # a few threads overlap I/O; more only fight over the GIL
 
 
@@ -285,8 +286,8 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("keepalive", 5)  # behind a proxy that keeps connections open
-            if os.path.isdir("/dev/shm"):  # the heartbeat file: in memory, not on disk
-                self.cfg.set("worker_tmp_dir", "/dev/shm")
+            if os.path.isdir(SHM):  # the heartbeat file: in memory, not on disk
+                self.cfg.set("worker_tmp_dir", SHM)
             self.cfg.set("accesslog", None)  # the app logs requests with tokens redacted
             self.cfg.set("logger_class", logmask.gunicorn_logger_class())
             if with_worker:

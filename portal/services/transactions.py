@@ -244,7 +244,7 @@ def _cursor_at(row: TransactionRow, *, before: bool) -> str:
     return Cursor(row.payment.created_at, row.payment.id, before=before).encode()
 
 
-def _kept_totals(lab: Lab, f: TransactionFilter) -> Select[Any] | None:
+def _kept_totals(lab: Lab, f: TransactionFilter) -> Select[str, str, int, int, int] | None:
     """The totals from `payment_totals` (kept by triggers), when the filter is one of its keys."""
     if f.query.strip() or f.date_from or f.date_to or f.amount_min is not None \
             or f.amount_max is not None:
@@ -265,7 +265,7 @@ def _kept_totals(lab: Lab, f: TransactionFilter) -> Select[Any] | None:
 def currency_totals(session: Session, lab: Lab, f: TransactionFilter) -> list[CurrencyTotal]:
     """Per currency: a few kept rows for the plain filters, else one grouped aggregate over
     the whole filtered set (dates, amounts and searches narrow it)."""
-    query = _kept_totals(lab, f)
+    query: Select[*tuple[Any, ...]] | None = _kept_totals(lab, f)
     if query is None:
         rows = matching(lab, f, (Payment.id, Payment.currency, Payment.status, Payment.amount,
                                  Payment.amount_refunded)).subquery()

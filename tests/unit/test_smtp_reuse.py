@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from portal.notify import email as mail
 from portal.notify import DeliveryError
+from portal.notify import email as mail
 from tests.fakes.smtp import SmtpServer
 
 
