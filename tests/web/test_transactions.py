@@ -326,6 +326,39 @@ def test_csv_streams_every_row_across_batches(staff_client, build, lab, db, monk
     assert [r[1] for r in rows[1:]] == [p.reference for p in expected]
 
 
+def test_csv_is_a_stream_fetched_a_batch_at_a_time(app, staff_client, build, lab, db,
+                                                  monkeypatch):
+    """The response is a generator: a batch of rows is read only when the client takes it."""
+    from sqlalchemy import event
+
+    from portal.services import transactions
+
+    monkeypatch.setattr(transactions, "EXPORT_BATCH", 250)
+    link = build.link(lab)
+    for n in range(600):
+        pay(db, link, at=T0 - timedelta(seconds=n))
+    selects = []
+    engine = app.extensions["portal_db"].engine
+
+    def seen(conn, cursor, statement, *args):
+        if "FROM payments" in statement and "LIMIT" in statement:
+            selects.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = staff_client.get("/transactions.csv", buffered=False)
+        assert response.is_streamed and not isinstance(response.response, (list, bytes))
+        chunks = iter(response.response)
+        first = next(chunks)
+        assert len(selects) == 1 and first.count(b"\n") == 201  # the header and 200 rows
+        rest = b"".join(chunks)
+        response.close()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(selects) == 3
+    assert (first + rest).count(b"\n") == 601
+
+
 def test_detail_shows_the_payment_its_link_and_its_own_timeline(staff_client, history, db):
     payment = history["asha_ok"]
     other_attempt = history["asha_failed"]
