@@ -172,8 +172,11 @@ def test_a_patient_get_sets_no_cookie_and_the_form_token_still_guards_pay(client
     assert response.status_code == 400
     assert db.scalar(select(Payment)) is None
     response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
-                           headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
-    assert response.status_code == 303
+                           headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "none"})
+    assert response.status_code == 400  # a foreign Origin is refused whatever else is said
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 303  # our pages send no referrer: the Origin is "null"
     assert db.scalar(select(Payment)) is not None
 
 
