@@ -150,7 +150,7 @@ def wrk(port: int, script: str, seconds: float, env: dict[str, str]) -> tuple[fl
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     notes = [line.strip() for line in out.splitlines()
              if "Non-2xx" in line or "Socket errors" in line]
-    p50 = re.search(r"50%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     return rate, (f"p50 {p50.group(1)}" if p50 else "") + ("; " + "; ".join(notes)
                                                            if notes else "")
 
