@@ -119,7 +119,13 @@ screenshots: install browser $(AXE)
 front-desk-screenshots: install browser $(AXE)
 	PORTAL_FRONT_DESK_SCREENSHOTS=after $(PY) -m pytest -p no:cacheprovider -q tests/browser/test_screenshots.py
 
-bench: install
+# Speed (issue 14): ratios to a bare Flask hello measured in the same run, on SQLite and
+# PostgreSQL; needs wrk (apt-get install wrk). Each script prints what it measured.
+bench: install postgres
+	$(PY) bench/http_bench.py
+	$(PY) bench/outbox_email.py
+	$(PY) bench/transactions.py --db sqlite --repeat 5
+	$(PY) bench/transactions.py --db postgres --repeat 5
 	$(PY) bench/pay_page.py
 
 clean:

@@ -1,4 +1,7 @@
-"""Benchmark: server time of /transactions on PostgreSQL for a lab with 1,000,000 payments.
+"""Benchmark: server time of /transactions for a lab with 1,000,000 payments, and the CSV
+export of all of them (time, and the process's peak memory before and after streaming it).
+
+`--db sqlite` seeds a SQLite file (/tmp/portal_bench_tx.db) with the same history row by row.
 
 Makes the throw-away database `portal_bench_tx` on PORTAL_TEST_POSTGRES_URL's server (default:
 the local one), migrates it with the portal's Alembic, seeds one lab with INSERT ... SELECT
@@ -31,6 +34,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 SERVER = os.environ.get("PORTAL_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DATABASE = "portal_bench_tx"
+SQLITE_FILE = "/tmp/portal_bench_tx.db"
+STAMP = "%Y-%m-%d %H:%M:%S.%f"
 PASSWORD = "bench password 123"
 END = "2026-11-26 12:00:00"  # the newest payment; two payments share each timestamp
 
@@ -124,6 +129,108 @@ def seed(url: str, count: int) -> int:
     return lab_id
 
 
+def seed_sqlite(url: str, count: int) -> int:
+    """The same history as the PostgreSQL seed, written with executemany on SQLite."""
+    import sqlite3
+    from datetime import datetime, timedelta
+    from hashlib import md5
+
+    from sqlalchemy.orm import Session
+
+    from portal.models import Lab, Role, User
+    from portal.services.auth import hash_password
+
+    engine = create_engine(url)
+    with Session(engine) as session:
+        lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
+                  timezone="Asia/Kolkata", default_gateway="razorpay")
+        session.add(lab)
+        session.flush()
+        session.add(User(lab_id=lab.id, email="staff@bench.test", role=Role.STAFF,
+                         password_hash=hash_password(PASSWORD)))
+        session.commit()
+        lab_id = lab.id
+    engine.dispose()
+    began = time.perf_counter()
+    first, last = ["Asha", "Ravi", "Priya", "Arjun", "Meera", "Vikram", "Sunita", "Rahul",
+                   "Anita", "Karan"], ["Rao", "Kumar", "Sharma", "Iyer", "Patel", "Singh",
+                                       "Nair", "Gupta", "Das", "Reddy", "Menon", "Joshi"]
+    customers = max(count // 4, 1)
+    end = datetime.fromisoformat(END)
+    conn = sqlite3.connect(make_url(url).database)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.executemany(
+        "INSERT INTO customers (id, lab_id, name, phone, email, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ((i, lab_id, f"{first[i % 10]} {last[(i // 10) % 12]}", f"+9198{i:08d}",
+          f"patient{i}@example.com", end.strftime(STAMP), end.strftime(STAMP))
+         for i in range(1, customers + 1)))
+    statuses = ["succeeded"] * 80 + ["failed"] * 10 + ["pending"] * 5 + \
+        ["partially_refunded"] * 3 + ["refunded"] * 2
+
+    def rows(start: int, stop: int):
+        for i in range(start, stop):
+            amount = 10000 + (i * 7919) % 500000
+            currency = "USD" if i % 33 == 0 else "INR"
+            gateway = "counter" if i % 50 == 0 else "stripe" if i % 10 == 1 else "razorpay"
+            moment = end - timedelta(seconds=37 * ((count - i) // 2))
+            created = moment.strftime(STAMP)  # as SQLAlchemy stores a DateTime on SQLite
+            expires = (moment + timedelta(days=3)).strftime(STAMP)
+            paid = i % 100 < 80 or i % 100 >= 95
+            status = statuses[i % 100]
+            refunded = amount // 2 if status == "partially_refunded" else \
+                amount if status == "refunded" else 0
+            link = (i, lab_id, md5(f"a{i}".encode()).hexdigest() + md5(f"b{i}".encode())
+                    .hexdigest(), amount, currency, amount if paid else 0, f"BILL-{i}", "",
+                    1 + i % customers, gateway, "paid" if paid else "expired", expires, 0,
+                    "{}", 0, created, created)
+            payment = (lab_id, i, f"pay_{i:024x}", amount, currency, gateway, status,
+                       None if status == "pending" else "txn_" + md5(str(i).encode())
+                       .hexdigest()[:14], "card", refunded, 0, created, created)
+            yield link, payment
+
+    for start in range(1, count + 1, 50_000):
+        batch = list(rows(start, min(count + 1, start + 50_000)))
+        conn.executemany(
+            "INSERT INTO online_payments (id, lab_id, token, amount, currency, amount_paid, "
+            "bill_reference, description, customer_id, gateway, status, expires_at, "
+            "allow_partial, metadata, needs_attention, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (b[0] for b in batch))
+        conn.executemany(
+            "INSERT INTO payments (lab_id, online_payment_id, reference, amount, currency, "
+            "gateway, status, gateway_transaction_id, method, amount_refunded, "
+            "save_method_consent, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (b[1] for b in batch))
+        conn.commit()
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+    print(f"seeded {count:,} payments, {count:,} links, {customers:,} patients "
+          f"in {time.perf_counter() - began:.0f} s (with every index in place)")
+    return lab_id
+
+
+def export_figures(client) -> str:
+    """Streams the whole CSV export; the process's peak RSS before and after."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    response = client.get("/transactions.csv", buffered=False)
+    assert response.status_code == 200 and response.is_streamed
+    size = lines = 0
+    for chunk in response.response:
+        size += len(chunk)
+        lines += chunk.count(b"\n") if isinstance(chunk, bytes) else chunk.count("\n")
+    response.close()
+    elapsed = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (f"CSV export: {lines - 1:,} rows, {size / 1e6:,.0f} MB in {elapsed:.1f} s "
+            f"({(lines - 1) / elapsed:,.0f} rows/s); peak RSS {before / 1024:.0f} MiB before, "
+            f"{after / 1024:.0f} MiB after streaming it (+{(after - before) / 1024:.0f} MiB)")
+
+
 def sign_in(client) -> None:
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token"(?: type="hidden")? value="([^"]+)"', page).group(1)
@@ -204,8 +311,12 @@ def cursor_at(conn, lab_id: int, depth: int, status: str | None = None):
     created_at, row_id = conn.execute(text(
         "SELECT created_at, id FROM payments WHERE lab_id = :lab "
         "AND (CAST(:status AS varchar) IS NULL OR status = :status) "
-        "ORDER BY created_at DESC, id DESC OFFSET :skip LIMIT 1"),
+        "ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET :skip"),
         {"lab": lab_id, "skip": depth - 1, "status": status}).one()
+    if isinstance(created_at, str):  # SQLite
+        from datetime import datetime
+
+        created_at = datetime.fromisoformat(created_at)
     return Cursor(created_at.replace(tzinfo=UTC), row_id)
 
 
@@ -216,10 +327,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="use the kept, seeded database")
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--no-plans", action="store_true")
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="portal-bench-")
-    url = make_url(SERVER).set(database=DATABASE).render_as_string(hide_password=False)
+    sqlite = args.db == "sqlite"
+    url = f"sqlite:///{SQLITE_FILE}" if sqlite else \
+        make_url(SERVER).set(database=DATABASE).render_as_string(hide_password=False)
     os.environ.update(PORTAL_INSTANCE_PATH=folder, PORTAL_SECRET_KEY="bench",
                       PORTAL_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
                       PORTAL_DATABASE_URL=url)
@@ -232,13 +348,18 @@ def main() -> None:
     from portal.services.transactions import TransactionFilter
 
     if not args.reuse:
-        run_on_server(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        run_on_server(f'CREATE DATABASE "{DATABASE}"')
+        drop(sqlite)
+        if not sqlite:
+            run_on_server(f'CREATE DATABASE "{DATABASE}"')
     try:
+        from portal.extensions import make_engine
+
+        engine = make_engine(url)
+        upgrade(engine)  # on a kept database: the newest migrations on the seeded history
+        engine.dispose()
         engine = create_engine(url)
         if not args.reuse:
-            upgrade(engine)
-            seed(url, args.payments)
+            (seed_sqlite if sqlite else seed)(url, args.payments)
         with engine.connect() as conn:
             lab_id = conn.execute(text("SELECT id FROM labs WHERE slug = 'bench'")).scalar()
             total = conn.execute(text("SELECT count(*) FROM payments")).scalar()
@@ -266,15 +387,18 @@ def main() -> None:
             ("search name 'meera iy' (8k hits)", "/transactions?q=meera+iy",
              TransactionFilter(query="meera iy"), None, 25),
         ]
-        print(f"PostgreSQL, one lab with {total:,} payments; median of {args.repeat} renders "
-              "(test client, signed in as staff)")
+        print(f"{'SQLite' if sqlite else 'PostgreSQL'}, one lab with {total:,} payments; "
+              f"median of {args.repeat} renders (test client, signed in as staff; "
+              f"{os.cpu_count()} CPUs shared with other users)")
         for label, path, f, cursor, rows in cases:
             ms = median_ms(client, path, args.repeat, rows)
             page_ms, totals_ms = service_ms(app, lab_id, args.repeat, f, cursor)
             parts = f"page query {page_ms:.1f} ms" + (
                 f", totals {totals_ms:.1f} ms" if totals_ms is not None else ", no totals")
             print(f"  {label:34} {ms:8.1f} ms   ({parts})")
-        for label, f, cursor in [("first page", every, None),
+        if not args.no_export:
+            print("  " + export_figures(client))
+        for label, f, cursor in [] if args.no_plans or sqlite else [("first page", every, None),
                                  (f"{args.depth:,} rows deep", every, deep),
                                  (f"failed, {args.depth:,} rows deep", failed, deep_failed)]:
             print(f"\nplan of the page query, {label}:")
@@ -282,7 +406,15 @@ def main() -> None:
         app.extensions["portal_db"].engine.dispose()
     finally:
         if not args.keep:
-            run_on_server(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            drop(sqlite)
+
+
+def drop(sqlite: bool) -> None:
+    if sqlite:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{SQLITE_FILE}{suffix}").unlink(missing_ok=True)
+    else:
+        run_on_server(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import edge, outage, ratelimits
+from . import assets, edge, outage, ratelimits
 from .config import load_settings
 from .extensions import Database, csrf, login_manager
 from .observe import redact_path
@@ -63,6 +63,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     filters.init_app(app)
     i18n.init_app(app)
     _security_headers(app)
+    assets.init_app(app)  # after the headers: its compression runs first (LIFO)
     _error_pages(app)
     _logging(app)
 

@@ -263,11 +263,21 @@ def worker() -> None:
     run_worker(current_app._get_current_object(), stop)
 
 
+def default_workers() -> int:
+    """Two processes per core: the work is mostly Python (one core per process at a time),
+    and a second process covers a first one waiting on the database."""
+    return max(2, min(2 * (os.cpu_count() or 1), 16))
+
+
+SHM = "/dev/shm"  # nosec B108  # gunicorn's heartbeat files, as its docs advise
+DEFAULT_THREADS = 2  # a few threads overlap I/O; more only fight over the GIL
+
+
 @click.command(help="Run the production server (gunicorn).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--workers", default=default_workers, show_default="2 per core", type=int)
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=int)
 @click.option("--with-worker", is_flag=True,
               help="Also run the background worker inside the server (single-box/SQLite).")
 def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
@@ -292,9 +302,10 @@ def gunicorn_server(host: str, port: int, workers: int, threads: int, with_worke
             self.cfg.set("workers", 1 if with_worker else workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
-            # One access line per request, the app's (portal/observe.py): tokens cut short,
-            # the request id and the route on it.
-            self.cfg.set("accesslog", None)
+            self.cfg.set("keepalive", 5)  # behind a proxy that keeps connections open
+            if os.path.isdir(SHM):  # the heartbeat file: in memory, not on disk
+                self.cfg.set("worker_tmp_dir", SHM)
+            self.cfg.set("accesslog", None)  # one access line, the app's (portal/observe.py)
             self.cfg.set("logger_class", logmask.gunicorn_logger_class())
             self.cfg.set("child_exit", _worker_exited)
             if with_worker:

@@ -93,6 +93,10 @@ def load_settings(instance_path: str, environ=os.environ) -> dict:
         "PORTAL_PATIENT_RATE_LIMIT": int(environ.get("PORTAL_PATIENT_RATE_LIMIT", "60")),
         "PORTAL_LOGIN_MAX_FAILURES": int(environ.get("PORTAL_LOGIN_MAX_FAILURES", "5")),
         "PORTAL_LOGIN_LOCK_MINUTES": int(environ.get("PORTAL_LOGIN_LOCK_MINUTES", "15")),
+        # The app's own access line per request (tokens redacted); off where a proxy in
+        # front logs requests already.
+        "PORTAL_ACCESS_LOG": environ.get("PORTAL_ACCESS_LOG", "on").lower()
+        not in ("0", "off", "false", "no"),
         # How long a worker holds a job before another may take it over (it may have died).
         "PORTAL_JOB_LEASE_SECONDS": float(environ.get("PORTAL_JOB_LEASE_SECONDS", "60")),
         # Outgoing webhooks may reach private and loopback addresses (and http) for these labs:

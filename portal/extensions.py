@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import wraps
+from typing import Any
+
 from flask import Flask
 from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
+
+# Set while code that only reads runs: its SQLite transactions BEGIN DEFERRED (a WAL reader
+# waits for no one) instead of taking the write lock.
+_reads_only: ContextVar[bool] = ContextVar("portal_reads_only", default=False)
+
+
+@contextmanager
+def reads_only() -> Iterator[None]:
+    token = _reads_only.set(True)
+    try:
+        yield
+    finally:
+        _reads_only.reset(token)
+
+
+def read_only_view(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view that never writes: on SQLite it does not queue behind writers."""
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with reads_only():
+            return view(*args, **kwargs)
+    return wrapper
 
 
 def make_engine(url: str) -> Engine:
@@ -29,12 +59,43 @@ def make_engine(url: str) -> Engine:
 
         # SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front, so two
         # transactions that read-then-write are serialised instead of failing as "busy".
+        # Code that only reads (read_only_view) begins deferred and waits for no writer.
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if _reads_only.get() else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """pool_pre_ping, but only for a connection that sat unused for a while.
+
+    A connection busy a moment ago is alive: pinging it too cost a round trip on every
+    request. One idle across a database restart is found dead here and replaced; one that
+    dies in use is caught by SQLAlchemy's disconnect handling, which renews the whole pool.
+    """
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_conn.rollback()
+        except Exception as exc:  # any failure: a dead connection the pool replaces
+            raise DisconnectionError(str(exc)) from exc
 
 
 class Database:

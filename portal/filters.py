@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel import Locale
@@ -52,10 +53,15 @@ def zoned_time(value: datetime | None, tz: str, locale: str, *, with_zone: bool 
     local = value.astimezone(ZoneInfo(tz))
     date = format_date(local, "medium", locale=locale)
     time = format_time(local, "short", locale=locale)
-    joined = str(Locale.parse(locale).datetime_formats["medium"]).format(time, date)
+    joined = _datetime_format(locale).format(time, date)
     if not with_zone:
         return joined
     return f"{joined} ({get_timezone_name(local, 'long', locale=locale)})"
+
+
+@lru_cache(maxsize=256)
+def _datetime_format(locale: str) -> str:
+    return str(Locale.parse(locale).datetime_formats["medium"])
 
 
 def patient_time(value: datetime | None, lab) -> str:

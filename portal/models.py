@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     column,
+    event,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -416,6 +417,34 @@ class Refund(TimestampMixin, Base):
     payment: Mapped[Payment] = relationship(back_populates="refunds")
 
     __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class PaymentTotal(Base):
+    """Payments counted and summed per lab, currency, status and gateway, kept by triggers
+    on `payments` (portal/totals_ddl.py): the transactions page's totals without reading
+    every payment."""
+
+    __tablename__ = "payment_totals"
+
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def _create_totals_triggers(_metadata, connection, tables=(), **_kw) -> None:
+    """create_all (tests, tools) gets the triggers the migration makes."""
+    from .totals_ddl import create
+
+    if {"payments", "payment_totals"} <= {t.name for t in tables}:
+        for statement in create(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+
+
+event.listen(Base.metadata, "after_create", _create_totals_triggers)
 
 
 class PaymentGatewayTransaction(Base):

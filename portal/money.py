@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import lru_cache
 
 from babel.numbers import format_currency
 
@@ -90,18 +91,26 @@ def format_money(minor: int, currency: str, locale: str = "en_IN") -> str:
     """123450 INR -> '₹1,234.50'; 1000 JPY -> '¥1,000'; 1500 BHD -> 'BHD 1.500'; in ar,
     1500 BHD -> '1.500 د.ب.' between right-to-left marks: the locale's own pattern, always the
     currency's ISO digits."""
-    pattern = _with_digits(_locale(locale).currency_formats["standard"], exponent(currency))
-    text = format_currency(to_decimal(minor, currency), currency.upper(), locale=locale,
-                           format=pattern, currency_digits=False, decimal_quantization=True,
+    places = exponent(currency)
+    text = format_currency(Decimal(minor).scaleb(-places), currency.upper(),
+                           locale=_locale(locale), format=_standard_pattern(locale, places),
+                           currency_digits=False, decimal_quantization=True,
                            numbering_system="latn")
     # CLDR spaces a letter code from its digits ("BHD 1.500"); Babel leaves them joined.
     return CODE_BEFORE_DIGIT.sub("\\1\u00a0\\2", text)
 
 
+@lru_cache(maxsize=256)
 def _locale(locale: str):
     from babel import Locale
 
     return Locale.parse(locale)
+
+
+@lru_cache(maxsize=1024)
+def _standard_pattern(locale: str, places: int):
+    """The locale's currency pattern with `places` decimals, parsed and copied once."""
+    return _with_digits(_locale(locale).currency_formats["standard"], places)
 
 
 def _with_digits(pattern, places: int):

@@ -13,7 +13,7 @@ import random
 import re
 import time
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 from . import logs, metrics
 
@@ -65,7 +65,7 @@ def finish(response):
     status = response.status_code
     method = req.method
     _histogram(method if method in METHODS else "other", route, status).observe(seconds)
-    if access_log.isEnabledFor(logging.INFO):
+    if access_log.isEnabledFor(logging.INFO) and current_app.config.get("PORTAL_ACCESS_LOG", True):
         path = redact_path(req.path)
         duration_ms = round(seconds * 1000, 1)
         access_log.info("%s %s %s %s %.1fms", req.remote_addr, method, path, status,

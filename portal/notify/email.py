@@ -13,6 +13,8 @@ import functools
 import os
 import smtplib
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from email import errors
 from email.headerregistry import Address
@@ -93,35 +95,100 @@ def tls_context() -> ssl.SSLContext:
     return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
+# One open SMTP connection per worker thread and server, reused across jobs: the TCP, EHLO,
+# STARTTLS and AUTH exchange cost more than sending a notification itself.
+REUSE_IDLE_SECONDS = 30.0
+REUSE_MAX_MESSAGES = 100
+_open = threading.local()
+
+
+@dataclass
+class _Connection:
+    smtp: smtplib.SMTP
+    url: str
+    last_used: float
+    sent: int = 0
+
+
+def _connect(settings: SmtpSettings) -> smtplib.SMTP:
+    context = tls_context() if settings.security != "plain" else None
+    if settings.security == "tls":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port,
+                                              timeout=settings.timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    try:
+        smtp.ehlo()
+        if settings.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise DeliveryError("the SMTP server does not offer STARTTLS")
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if settings.username:
+            smtp.login(settings.username, settings.password or "")
+    except BaseException:
+        _quietly_close(smtp)
+        raise
+    return smtp
+
+
+def _quietly_close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+
+
+def close_connections() -> None:
+    """Ends this thread's open SMTP connection (a worker stopping)."""
+    held: _Connection | None = getattr(_open, "connection", None)
+    _open.connection = None
+    if held is not None:
+        _quietly_close(held.smtp)
+
+
+def _reusable(smtp_url: str) -> _Connection | None:
+    held: _Connection | None = getattr(_open, "connection", None)
+    if held is None:
+        return None
+    if (held.url != smtp_url or held.sent >= REUSE_MAX_MESSAGES
+            or time.monotonic() - held.last_used > REUSE_IDLE_SECONDS):
+        close_connections()
+        return None
+    return held
+
+
 def send_email(smtp_url: str, message: EmailMessage) -> None:
     settings = parse_smtp_url(smtp_url)
-    context = tls_context() if settings.security != "plain" else None
     try:
-        if settings.security == "tls":
-            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout,
-                                    context=context)
-        else:
-            smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
-        with smtp:
-            smtp.ehlo()
-            if settings.security == "starttls":
-                if not smtp.has_extn("starttls"):
-                    raise DeliveryError("the SMTP server does not offer STARTTLS")
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if settings.username:
-                smtp.login(settings.username, settings.password or "")
-            smtp.send_message(message)
+        held = _reusable(smtp_url)
+        if held is not None:
+            try:
+                held.smtp.send_message(message)
+            except (smtplib.SMTPServerDisconnected, ConnectionError):
+                close_connections()  # the server ended it while idle: once more, afresh
+                held = None
+        if held is None:
+            _open.connection = held = _Connection(_connect(settings), smtp_url,
+                                                  time.monotonic())
+            held.smtp.send_message(message)
+        held.sent += 1
+        held.last_used = time.monotonic()
     except smtplib.SMTPRecipientsRefused as exc:
         codes = ", ".join(f"{code} {_text(reply)}" for code, reply in exc.recipients.values())
         raise PermanentError(f"the SMTP server refused the recipient: {codes}") from None
     except smtplib.SMTPResponseException as exc:
+        close_connections()
         error = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"
         if exc.smtp_code >= 500 and isinstance(exc, smtplib.SMTPDataError):
             raise PermanentError(error) from None  # the message itself is refused
         raise DeliveryError(error) from None
     except (OSError, smtplib.SMTPException) as exc:
+        close_connections()
         raise DeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from None
+    except DeliveryError:
+        close_connections()
+        raise
 
 
 def _text(reply: bytes | str) -> str:

@@ -9,7 +9,7 @@ from gateways import GATEWAYS
 from gateways.base import Capability, GatewayError
 
 from .. import i18n, qr
-from ..extensions import csrf, db_session
+from ..extensions import csrf, db_session, read_only_view
 from ..filters import patient_money
 from ..models import OPEN_LINK_STATES, SETTLED_PAYMENT_STATES, LinkStatus, PaymentStatus
 from ..money import MAX_MINOR, MoneyError, major_string, parse_amount
@@ -24,7 +24,7 @@ from ..services.links import get_link_by_token
 from ..services.receipt_pdf import ReceiptFontsMissing, render_pdf
 from ..services.receipts import build_receipt
 from ..tokens import patient_url
-from . import bp
+from . import bp, formtoken, pagecache
 
 
 def _link(token: str):
@@ -50,6 +50,7 @@ def _page(link, *, error: str | None = None, status_code: int = 200,
     }.get(status, "pay/page.html")
     return render_template(
         template, link=link, lab=link.lab, status=status, error=error,
+        form_token=formtoken.form_token(link.token) if template == "pay/page.html" else None,
         can_save=_can_save(link), settled=link.settled_payments,
         receipt=build_receipt(link) if status == LinkStatus.PAID else None,
         gateway=GATEWAYS.get(link.gateway), part=_part_payment(link),
@@ -102,13 +103,41 @@ def _can_save(link) -> bool:
 
 
 @bp.get("/pay/<token>")
+@read_only_view
 def page(token: str):
-    return _page(_link(token))
+    """Rendered once, then reused while one query finds nothing changed (pagecache.py)."""
+    session = db_session()
+    cache = _page_cache()
+    # Everything of the request the page depends on: the language comes from these and from
+    # the link and lab, which the version covers.
+    key = (token, request.full_path, request.cookies.get(i18n.COOKIE),
+           request.headers.get("Accept-Language"))
+    if cache.has(key):
+        found = pagecache.current_version(session, token)
+        if found is not None:
+            version, link_language, lab_language = found
+            cached = cache.get(key, version)
+            if cached is not None:
+                i18n.use(i18n.choose(link_language, lab_language))
+                return cached
+    link = _link(token)
+    body, status_code = _page(link)
+    cache.put(key, pagecache.version_of(link), (body, status_code))
+    return body, status_code
+
+
+def _page_cache() -> pagecache.PageCache:
+    cache = current_app.extensions.get("portal_pay_pages")
+    if cache is None:
+        cache = current_app.extensions["portal_pay_pages"] = pagecache.PageCache()
+    return cache
 
 
 @bp.post("/pay/<token>")
+@csrf.exempt  # the Pay form carries its own session-free token (formtoken.py)
 def start(token: str):
     link = _link(token)
+    formtoken.check(link.token)
     session = db_session()
     typed = (request.form.get("amount") or "")[:60]
     try:
@@ -175,6 +204,7 @@ def back_posted(token: str):
 
 
 @bp.get("/pay/<token>/status.json")
+@read_only_view
 def status_json(token: str):
     link = _link(token)
     latest = link.payments[-1] if link.payments else None
@@ -196,12 +226,14 @@ def _payable_link(token: str):
 
 
 @bp.get("/pay/<token>/qr.svg")
+@read_only_view
 def qr_svg(token: str):
     link = _payable_link(token)
     return Response(qr.svg(_patient_url(link.token)), mimetype="image/svg+xml")
 
 
 @bp.get("/pay/<token>/qr.png")
+@read_only_view
 def qr_png(token: str):
     link = _payable_link(token)
     return Response(qr.png(_patient_url(link.token)), mimetype="image/png")
@@ -213,6 +245,7 @@ def _receipt(token: str):
 
 
 @bp.get("/pay/<token>/receipt")
+@read_only_view
 def receipt(token: str):
     link, receipt = _receipt(token)
     return render_template("pay/receipt.html", link=link, lab=link.lab, receipt=receipt)

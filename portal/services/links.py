@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy.orm import Session, joinedload
 
 from ..models import (
     OPEN_LINK_STATES,
@@ -169,10 +169,16 @@ def get_link(session: Session, lab_id: int, link_id: int) -> OnlinePayment | Non
                                                       OnlinePayment.lab_id == lab_id))
 
 
+# Built once: constructing the statement cost as much as running it.
+_BY_TOKEN = (select(OnlinePayment).where(OnlinePayment.token == bindparam("token"))
+             .options(joinedload(OnlinePayment.lab), joinedload(OnlinePayment.payments)))
+
+
 def get_link_by_token(session: Session, token: str) -> OnlinePayment | None:
+    """The link with its lab and payments, in one query: everything a patient's page shows."""
     if not token or len(token) > 64:
         return None
-    return session.scalar(select(OnlinePayment).where(OnlinePayment.token == token))
+    return session.scalars(_BY_TOKEN, {"token": token}).unique().first()
 
 
 def link_matches(text: str, country: str | None) -> ColumnElement[bool]:

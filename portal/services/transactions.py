@@ -36,6 +36,7 @@ from ..models import (
     Payment,
     PaymentGatewayTransaction,
     PaymentStatus,
+    PaymentTotal,
 )
 from ..money import major_string
 from ..phones import to_e164
@@ -243,15 +244,38 @@ def _cursor_at(row: TransactionRow, *, before: bool) -> str:
     return Cursor(row.payment.created_at, row.payment.id, before=before).encode()
 
 
+def _kept_totals(lab: Lab, f: TransactionFilter) -> Select[str, str, int, int, int] | None:
+    """The totals from `payment_totals` (kept by triggers), when the filter is one of its keys."""
+    if f.query.strip() or f.date_from or f.date_to or f.amount_min is not None \
+            or f.amount_max is not None:
+        return None
+    kept = PaymentTotal
+    where = [kept.lab_id == lab.id]
+    if f.status is not None:
+        where.append(kept.status == f.status.value)
+    if f.gateway:
+        where.append(kept.gateway == f.gateway)
+    if f.currency:
+        where.append(kept.currency == f.currency)
+    return (select(kept.currency, kept.status, func.sum(kept.count), func.sum(kept.amount),
+                   func.sum(kept.refunded))
+            .where(*where).group_by(kept.currency, kept.status))
+
+
 def currency_totals(session: Session, lab: Lab, f: TransactionFilter) -> list[CurrencyTotal]:
-    """One grouped aggregate over the whole filtered set: it reads every matching row."""
-    rows = matching(lab, f, (Payment.id, Payment.currency, Payment.status, Payment.amount,
-                             Payment.amount_refunded)).subquery()
-    query = (select(rows.c.currency, rows.c.status, func.count(), func.sum(rows.c.amount),
-                    func.sum(rows.c.amount_refunded))
-             .group_by(rows.c.currency, rows.c.status))
+    """Per currency: a few kept rows for the plain filters, else one grouped aggregate over
+    the whole filtered set (dates, amounts and searches narrow it)."""
+    query: Select[*tuple[Any, ...]] | None = _kept_totals(lab, f)
+    if query is None:
+        rows = matching(lab, f, (Payment.id, Payment.currency, Payment.status, Payment.amount,
+                                 Payment.amount_refunded)).subquery()
+        query = (select(rows.c.currency, rows.c.status, func.count(), func.sum(rows.c.amount),
+                        func.sum(rows.c.amount_refunded))
+                 .group_by(rows.c.currency, rows.c.status))
     totals: dict[str, list[int]] = {}
     for currency, status, count, amount, refunded in session.execute(query):
+        if not count:
+            continue  # a kept row whose payments all moved on
         figures = totals.setdefault(currency, [0, 0, 0])
         figures[0] += count
         if PaymentStatus(status) in SETTLED_PAYMENT_STATES:

@@ -22,6 +22,7 @@ class Received:
     rcpt_tos: list[str]
     message: EmailMessage
     login: str | None
+    peer: object = None  # the client's (host, port): one per SMTP connection
 
 
 class Recorder:
@@ -39,6 +40,7 @@ class Recorder:
         login = session.auth_data.login.decode() if session.auth_data else None
         self.received.append(Received(
             mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), login=login,
+            peer=session.peer,
             message=email.message_from_bytes(envelope.original_content,
                                               policy=email.policy.default)))
         return "250 Message accepted for delivery"

@@ -142,3 +142,23 @@ def test_outage_answers_503_logs_once_each_way_and_recovers(proxied, caplog):
     assert desk.get("/links").status_code == 200  # still signed in
     assert database_lines(caplog) == ["database unavailable", "database is back"]
     assert json.loads(hook.get_data())["received"] is True
+
+
+def test_idle_connections_across_a_restart_are_replaced_without_a_failed_request(
+        proxied, monkeypatch):
+    from portal import extensions
+
+    app, proxy, build, session = proxied
+    link = build.link(build.lab("acme", name="Acme Diagnostics"))
+    session.close()
+    client = app.test_client()
+    assert client.get(f"/pay/{link.token}").status_code == 200
+    proxy.cut()  # the database restarts while the pool sits idle: its connections are dead
+    proxy.restore()
+    monkeypatch.setattr(extensions, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert client.get(f"/pay/{link.token}").status_code == 200
+    monkeypatch.setattr(extensions, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    proxy.cut()
+    proxy.restore()  # a connection used a moment ago is not pinged: the request meets the
+    assert client.get(f"/pay/{link.token}").status_code == 503  # dead one, and the pool renews
+    assert client.get(f"/pay/{link.token}").status_code == 200

@@ -91,8 +91,9 @@ def test_every_patient_page_is_translated_in_the_pseudo_locale(client, build, la
     }
     reference = start_payment(client, declined)
     pages["sandbox"] = client.get(client.post(
-        f"/pay/{paid.token}", data={"csrf_token": csrf_from(pages["pay"].get_data(
-            as_text=True))}).headers["Location"] + f"&lang={pseudo}")
+        f"/pay/{paid.token}", data={"csrf_token": csrf_from(client.get(
+            f"/pay/{paid.token}{q}").get_data(as_text=True))}).headers["Location"]
+        + f"&lang={pseudo}")
     pages["processing"] = client.get(f"/pay/{declined.token}/return?ref={reference}")
     post_event(client, reference, succeeded=False)
     pages["failed"] = client.get(f"/pay/{declined.token}/return?ref={reference}")

@@ -28,12 +28,12 @@ def test_unknown_token_is_404(client):
 
 def test_expired_is_decided_at_request_time(client, build, lab, db):
     link = build.link(lab)
+    opened = csrf_from(client.get(f"/pay/{link.token}").get_data(as_text=True))
     link.expires_at = utcnow() - timedelta(seconds=1)
     db.commit()
     page = client.get(f"/pay/{link.token}").get_data(as_text=True)
     assert "This payment link has expired" in page and "Pay ₹" not in page
-    response = client.post(f"/pay/{link.token}", data={"csrf_token": csrf_from(
-        client.get("/login").get_data(as_text=True))})
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": opened})
     assert response.status_code == 409
     assert db.scalar(select(Payment)) is None
 
@@ -152,3 +152,101 @@ def test_pay_without_a_csrf_token_gets_a_patient_page_and_no_payment(client, bui
     assert response.status_code == 400
     assert "Please try again" in response.get_data(as_text=True)
     assert db.scalar(select(Payment)) is None
+
+
+def test_a_patient_get_sets_no_cookie_and_the_form_token_still_guards_pay(client, build, lab, db):
+    link, other = build.link(lab), build.link(lab)
+    response = client.get(f"/pay/{link.token}")
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    token = csrf_from(response.get_data(as_text=True))
+    foreign = csrf_from(client.get(f"/pay/{other.token}").get_data(as_text=True))
+    staff_token = csrf_from(client.get("/login").get_data(as_text=True))
+    for refused in ("", "forged", foreign, staff_token, token[:-2] + "xx"):
+        response = client.post(f"/pay/{link.token}", data={"csrf_token": refused})
+        assert response.status_code == 400, refused
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "https://evil.example"})
+    assert response.status_code == 400
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 400
+    assert db.scalar(select(Payment)) is None
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "none"})
+    assert response.status_code == 400  # a foreign Origin is refused whatever else is said
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token},
+                           headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 303  # our pages send no referrer: the Origin is "null"
+    assert db.scalar(select(Payment)) is not None
+
+
+def test_the_pay_form_token_expires_after_a_day(client, build, lab, monkeypatch):
+    from portal.pay import formtoken
+
+    link = build.link(lab)
+    token = csrf_from(client.get(f"/pay/{link.token}").get_data(as_text=True))
+    monkeypatch.setattr(formtoken, "MAX_AGE_SECONDS", -1)
+    response = client.post(f"/pay/{link.token}", data={"csrf_token": token})
+    assert response.status_code == 400
+
+
+def test_the_pay_page_is_one_query(client, build, lab, db, app):
+    """Rendered: the link joined with its lab and payments. Reused: the one version check."""
+    from sqlalchemy import event
+
+    link = build.link(lab)
+    client.get("/login")  # the app warmed up
+    engine = app.extensions["portal_db"].engine
+
+    def statements_of(path):
+        statements = []
+
+        def seen(conn, cursor, statement, *args):
+            if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK",
+                                                          "PRAGMA")):
+                statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            assert client.get(path).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        return statements
+
+    rendered = statements_of(f"/pay/{link.token}")
+    assert len(rendered) == 1, rendered
+    assert "JOIN labs" in rendered[0] and "JOIN payments" in rendered[0]
+    reused = statements_of(f"/pay/{link.token}")
+    assert len(reused) == 1, reused
+
+
+def test_a_reused_page_is_rendered_afresh_once_anything_on_it_changes(client, build, lab, db,
+                                                                      app):
+    link = build.link(lab)
+    first = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert client.get(f"/pay/{link.token}").get_data(as_text=True) == first  # reused
+    lab.name = "Acme Labs Renamed"
+    db.commit()
+    assert "Acme Labs Renamed" in client.get(f"/pay/{link.token}").get_data(as_text=True)
+    reference = start_payment(client, link)
+    assert "Payment received" not in client.get(f"/pay/{link.token}").get_data(as_text=True)
+    post_event(client, reference)
+    paid = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    assert "Pay ₹" not in paid
+    other = build.link(lab)
+    client.get(f"/pay/{other.token}")
+    other.expires_at = utcnow() - timedelta(seconds=1)
+    db.commit()
+    assert "This payment link has expired" in client.get(f"/pay/{other.token}").get_data(
+        as_text=True)
+
+
+def test_a_reused_page_keeps_each_patients_language(client, build, lab):
+    link = build.link(lab)
+    english = client.get(f"/pay/{link.token}").get_data(as_text=True)
+    hindi = client.get(f"/pay/{link.token}", headers={"Accept-Language": "hi"}).get_data(
+        as_text=True)
+    assert 'lang="hi"' in hindi and 'lang="en"' in english.split("<head>")[0]
+    again = client.get(f"/pay/{link.token}", headers={"Accept-Language": "hi"})
+    assert again.get_data(as_text=True) == hindi
+    assert client.get(f"/pay/{link.token}").get_data(as_text=True) == english

@@ -327,6 +327,39 @@ def test_csv_streams_every_row_across_batches(staff_client, build, lab, db, monk
     assert [r[1] for r in rows[1:]] == [p.reference for p in expected]
 
 
+def test_csv_is_a_stream_fetched_a_batch_at_a_time(app, staff_client, build, lab, db,
+                                                  monkeypatch):
+    """The response is a generator: a batch of rows is read only when the client takes it."""
+    from sqlalchemy import event
+
+    from portal.services import transactions
+
+    monkeypatch.setattr(transactions, "EXPORT_BATCH", 250)
+    link = build.link(lab)
+    for n in range(600):
+        pay(db, link, at=T0 - timedelta(seconds=n))
+    selects = []
+    engine = app.extensions["portal_db"].engine
+
+    def seen(conn, cursor, statement, *args):
+        if "FROM payments" in statement and "LIMIT" in statement:
+            selects.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = staff_client.get("/transactions.csv", buffered=False)
+        assert response.is_streamed and not isinstance(response.response, (list, bytes))
+        chunks = iter(response.response)
+        first = next(chunks)
+        assert len(selects) == 1 and first.count(b"\n") == 201  # the header and 200 rows
+        rest = b"".join(chunks)
+        response.close()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(selects) == 3
+    assert (first + rest).count(b"\n") == 601
+
+
 def test_detail_shows_the_payment_its_link_and_its_own_timeline(staff_client, history, db):
     payment = history["asha_ok"]
     other_attempt = history["asha_failed"]
@@ -387,3 +420,47 @@ def test_another_labs_payments_are_not_found(staff_client, build, db, history):
     assert theirs.reference not in {r[1] for r in rows}
     page = staff_client.get("/transactions").get_data(as_text=True)
     assert "Other Labs" not in page and len(re.findall(r'scope="row">', page)) == 2
+
+
+def totals_both_ways(db, lab, f, monkeypatch):
+    """(from the kept payment_totals rows, from reading every payment)."""
+    from portal.services import transactions
+
+    kept = transactions.currency_totals(db, lab, f)
+    with monkeypatch.context() as m:
+        m.setattr(transactions, "_kept_totals", lambda *_: None)
+        full = transactions.currency_totals(db, lab, f)
+    return kept, full
+
+
+def test_kept_totals_follow_every_insert_update_and_delete(app, db, lab, history, monkeypatch):
+    from sqlalchemy import delete, update
+
+    from portal.models import Payment
+    from portal.services.transactions import TransactionFilter
+
+    filters = [TransactionFilter(), TransactionFilter(status=PaymentStatus.SUCCEEDED),
+               TransactionFilter(currency="USD"), TransactionFilter(gateway="stripe")]
+
+    def check():
+        db.commit()
+        for f in filters:
+            kept, full = totals_both_ways(db, lab, f, monkeypatch)
+            assert kept == full, f
+        return totals_both_ways(db, lab, filters[0], monkeypatch)[0]
+
+    before = check()
+    assert sum(t.count for t in before) == len(history)
+    payment = db.get(Payment, history["asha_ok"].id)
+    payment.amount_refunded = 1000
+    payment.status = PaymentStatus.PARTIALLY_REFUNDED
+    check()
+    engine = app.extensions["portal_db"].engine  # plain SQL, as a script would write
+    with engine.begin() as conn:
+        conn.execute(update(Payment).where(Payment.lab_id == lab.id, Payment.currency == "USD")
+                     .values(gateway="stripe", status=PaymentStatus.FAILED))
+    check()
+    with engine.begin() as conn:
+        conn.execute(delete(Payment).where(Payment.id == history["asha_failed"].id))
+    after = check()
+    assert sum(t.count for t in after) == len(history) - 1
