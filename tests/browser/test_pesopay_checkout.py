@@ -23,6 +23,7 @@ from portal.models import (
     PaymentStatus,
 )
 from tests.fakes.pesopay_fake import PAY_FORM, TEST_VISA, FakePesoPay
+from tests.web.helpers import static_name
 
 DATAFEED_WAIT = 15_000  # ms: the datafeed, then the return page's polling (or its refresh)
 CREDENTIALS = {"merchant_id": "18065555", "secure_hash_secret": "pp-browser-secret-2c41d9",
@@ -108,7 +109,7 @@ def test_the_pay_page_posts_the_form_to_pesopay_by_itself(page, db, live_server,
     payment = only_payment(db, link)
     pay_on_pesopays_page(page, pesopay, payment)
     # The redirect page posted itself (autosubmit.js): nobody pressed its button.
-    assert any(urlsplit(url).path == "/static/autosubmit.js" for url in seen)
+    assert any(urlsplit(url).path == static_name("autosubmit.js") for url in seen)
     [posted] = pesopay.forms
     assert posted["orderRef"] == payment.reference and posted["amount"] == "1234.50"
     assert_paid(page, live_server, pesopay, db, link)

@@ -31,3 +31,10 @@ def post_event(client, reference: str, *, succeeded: bool = True, amount: int = 
     return client.post("/payments/webhook/sandbox", data=body,
                        headers={"Sandbox-Signature": header,
                                 "Content-Type": "application/json"})
+
+
+def static_name(name: str) -> str:
+    """A static file's address as pages link it: its content-hashed name (portal/assets.py)."""
+    from portal import ROOT, assets
+
+    return "/static/" + assets.build_manifest(ROOT / "static")[name]

@@ -1,6 +1,7 @@
 """The printable bill slip: `/links/<id>/print`, for an A4 page or an 80 mm thermal roll."""
 
 from portal.models import LinkStatus
+from tests.web.helpers import static_name
 
 
 def test_slip_carries_the_bill_and_its_qr_code(staff_client, build, lab):
@@ -10,15 +11,15 @@ def test_slip_carries_the_bill_and_its_qr_code(staff_client, build, lab):
     assert response.status_code == 200
     for text in ("Acme Diagnostics", "Asha Rao", "B-PRINT", "₹1,234.50", "Pay by",
                  f"/pay/{link.token}/qr.svg", f"http://127.0.0.1:5000/pay/{link.token}",
-                 "data-print hidden>Print</button>", "/static/print.js"):
+                 "data-print hidden>Print</button>", static_name("print.js")):
         assert text in page, text
-    assert "/static/slip.css" in page and "/static/slip-a4.css" in page
+    assert static_name("slip.css") in page and static_name("slip-a4.css") in page
 
 
 def test_thermal_layout_and_print_css(staff_client, build, lab):
     link = build.link(lab)
     page = staff_client.get(f"/links/{link.id}/print?paper=80mm").get_data(as_text=True)
-    assert "/static/slip-80mm.css" in page
+    assert static_name("slip-80mm.css") in page
     assert 'aria-current="page">80 mm receipt</a>' in page
     assert staff_client.get(f"/links/{link.id}/print?paper=letterhead").status_code == 404
     a4 = staff_client.get("/static/slip-a4.css").get_data(as_text=True)

@@ -13,6 +13,7 @@ from pypdf import PdfReader
 from portal.filters import failure_kind
 from portal.models import LinkStatus, PaymentStatus, RefundStatus, utcnow
 from tests.conftest import csrf_from
+from tests.web.helpers import static_name
 
 ADDRESS = "12 MG Road\nIndiranagar, Bengaluru 560038"
 
@@ -61,7 +62,7 @@ def test_receipt_page_names_patient_lab_and_every_payment_and_refund(client, bui
                  'href="mailto:billing@acme.example"', "B-RCPT", "₹1,500.00",
                  "card ending", "txn_card_1", "Paid at the lab", "Refund", "rf_9",
                  "-₹250.00", "₹1,000.00", "₹500.00", "Total paid", "Net paid", "₹1,250.00",
-                 f'href="/pay/{link.token}/receipt.pdf"', "/static/receipt.css",
+                 f'href="/pay/{link.token}/receipt.pdf"', static_name("receipt.css"),
                  "data-print hidden>Print</button>"):
         assert text in page, text
     assert "Insufficient funds" not in page  # a failed attempt is no part of a receipt
