@@ -120,21 +120,24 @@ class _Patients:
         self.by_external: dict[str, list[Customer]] = {}
         self.made: dict[int, int] = {}  # id(new record) -> its rank after every stored one
         chosen = {d.customer_id for d in items if d.customer_id is not None}
-        self.chosen = {c.id: c for c in self._read(Customer.id, chosen)}
+        self.chosen = {c.id: c for c in self._read([(Customer.id, chosen)])}
         looked = [d for d in items if d.customer_id is None and not d.new_patient]
-        keys = [(Customer.phone, {d.phone for d in looked if d.phone}),
+        for customer in self._read([
+                (Customer.phone, {d.phone for d in looked if d.phone}),
                 (Customer.email, {d.email for d in looked if d.email}),
-                (Customer.external_id, {d.external_id for d in looked if d.external_id})]
-        for column, values in keys:
-            for customer in self._read(column, values):
-                self._index(customer)
+                (Customer.external_id, {d.external_id for d in looked if d.external_id})]):
+            self._index(customer)
 
-    def _read(self, column: Any, values: set[Any]) -> list[Customer]:
+    def _read(self, keys: list[tuple[Any, set[Any]]]) -> list[Customer]:
+        """The lab's records with any of these values in these columns (IN lists chunked)."""
         found: list[Customer] = []
-        ordered = sorted(values)
-        for start in range(0, len(ordered), IN_CHUNK):
+        lists = [(column, sorted(values)) for column, values in keys if values]
+        longest = max((len(values) for _, values in lists), default=0)
+        for start in range(0, longest, IN_CHUNK):
+            wanted = [column.in_(values[start:start + IN_CHUNK])
+                      for column, values in lists if values[start:start + IN_CHUNK]]
             found.extend(self.session.scalars(select(Customer).where(
-                Customer.lab_id == self.lab_id, column.in_(ordered[start:start + IN_CHUNK]))))
+                Customer.lab_id == self.lab_id, or_(*wanted))))
         return found
 
     def _index(self, customer: Customer) -> None:
