@@ -1,8 +1,8 @@
 """Benchmark: links in bulk, 1,000 and 10,000 rows, on SQLite and PostgreSQL.
 
 Through the app's test client, signed in as staff, as the page does it: POST /links/bulk with
-the CSV (read and check every row, keep them), POST .../create (every link through
-create_link, one transaction), GET .../result.csv. Also POST /payments/batch with 1,000 items.
+the CSV (read and check every row, keep them), POST .../create (links.create_links, one
+transaction), GET .../result.csv. Also POST /payments/batch with 1,000 items.
 Each wall time is also given as a count of bare Flask hello requests timed right after it
 (the machine's speed at that moment), and with the CPU seconds of the app's process.
 A measurement, not a test: nothing here asserts a speed.
