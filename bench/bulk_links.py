@@ -1,13 +1,17 @@
 """Benchmark: links in bulk, 1,000 and 10,000 rows, on SQLite and PostgreSQL.
 
 Through the app's test client, signed in as staff, as the page does it: POST /links/bulk with
-the CSV (read and check every row, keep them), POST .../create (every link through
-create_link, one transaction), GET .../result.csv. Also POST /payments/batch with 1,000 items.
+the CSV (read and check every row, keep them), POST .../create (links.create_links, one
+transaction), GET .../result.csv. Also POST /payments/batch with 1,000 items.
 Each wall time is also given as a count of bare Flask hello requests timed right after it
 (the machine's speed at that moment), and with the CPU seconds of the app's process.
 A measurement, not a test: nothing here asserts a speed.
 
     .venv/bin/python bench/bulk_links.py [--rows 1000 10000] [--backends sqlite postgresql]
+        [--busy]
+
+--busy: a lab with reminders 24 and 2 hours before expiry and a webhook endpoint wanting
+link.created, every row sent by SMS (each link also makes a message, three jobs, an event).
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ def run_on_server(statement: str) -> None:
     engine.dispose()
 
 
-def rows_csv(n: int, start: int) -> bytes:
-    lines = [HEADER] + [f"Patient {i},+9198{i:08d},,\"1,250.50\",,B-{i},,,,\n"
+def rows_csv(n: int, start: int, send: str = "") -> bytes:
+    lines = [HEADER] + [f"Patient {i},+9198{i:08d},,\"1,250.50\",,B-{i},,,,{send}\n"
                         for i in range(start, start + n)]
     return "".join(lines).encode()
 
@@ -67,7 +71,7 @@ def make_app(url: str, folder: str):
     return app
 
 
-def seed(app):
+def seed(app, busy: bool = False):
     from sqlalchemy.orm import Session
 
     from portal.models import Lab, Role, User
@@ -76,9 +80,18 @@ def seed(app):
     from portal.services.keys import save_credentials
 
     with Session(app.extensions["portal_db"].engine) as session:
-        lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR")
+        lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
+                  reminder_hours_before=[24, 2] if busy else [])
         session.add(lab)
         session.flush()
+        if busy:
+            from portal.models import WebhookEndpoint
+            from portal.services.keys import encrypt
+
+            session.add(WebhookEndpoint(
+                lab_id=lab.id, url="https://lis.example/hooks", description="", enabled=True,
+                event_types=["link.created"], secret_encrypted=encrypt(
+                    app.config["PORTAL_ENCRYPTION_KEYS"], {"secret": "bench"})))
         save_credentials(session, app.config["PORTAL_ENCRYPTION_KEYS"], lab, "sandbox",
                          {"webhook_secret": "whsec_bench"})
         session.add(User(lab_id=lab.id, email="staff@bench.test", role=Role.STAFF,
@@ -100,11 +113,12 @@ def timed(call):
     return response, (time.perf_counter() - began, time.process_time() - cpu)
 
 
-def run(backend: str, url: str, folder: str, sizes: list[int]) -> None:
+def run(backend: str, url: str, folder: str, sizes: list[int], busy: bool = False) -> None:
     import io
 
     app = make_app(url, folder)
-    key = seed(app)
+    key = seed(app, busy)
+    label = f"{backend} busy" if busy else backend
     client = app.test_client()
     token = csrf(client.get("/login").get_data(as_text=True))
     assert client.post("/login", data={"csrf_token": token, "email": "staff@bench.test",
@@ -112,7 +126,7 @@ def run(backend: str, url: str, folder: str, sizes: list[int]) -> None:
     start = 1
     for n in sizes:
         token = csrf(client.get("/links/bulk").get_data(as_text=True))
-        data = rows_csv(n, start)
+        data = rows_csv(n, start, "sms" if busy else "")
         start += n
         checked, check_s = timed(lambda d=data, t=token: client.post(
             "/links/bulk", data={"csrf_token": t, "file": (io.BytesIO(d), "b.csv")},
@@ -128,7 +142,7 @@ def run(backend: str, url: str, folder: str, sizes: list[int]) -> None:
         bare = bare_flask_median(500)  # the machine's speed right after, shared as it is
         wall = check_s[0] + create_s[0] + result_s[0]
         cpu = check_s[1] + create_s[1] + result_s[1]
-        print(f"{backend:10} {n:>6,} rows: wall check {check_s[0]:6.2f} s, create "
+        print(f"{label:15} {n:>6,} rows: wall check {check_s[0]:6.2f} s, create "
               f"{create_s[0]:6.2f} s, result file {result_s[0]:5.2f} s; total {wall:6.2f} s "
               f"({wall / n * 1000:.2f} ms a row, {wall / bare:,.0f} bare hellos of "
               f"{bare * 1000:.3f} ms); CPU of the app process {cpu:6.2f} s "
@@ -140,7 +154,7 @@ def run(backend: str, url: str, folder: str, sizes: list[int]) -> None:
                                                 headers={"Authorization": f"Bearer {key}"}))
     assert answer.status_code == 201, answer.get_data(as_text=True)[:500]
     bare = bare_flask_median(500)
-    print(f"{backend:10} POST /payments/batch 1,000 items: wall {batch_s[0]:.2f} s "
+    print(f"{label:15} POST /payments/batch 1,000 items: wall {batch_s[0]:.2f} s "
           f"({batch_s[0] / bare:,.0f} bare hellos), CPU {batch_s[1]:.2f} s")
     app.extensions["portal_db"].engine.dispose()
 
@@ -149,17 +163,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--busy", action="store_true")
     args = parser.parse_args()
     for backend in args.backends:
         folder = tempfile.mkdtemp(prefix="portal-bench-bulk-")
         if backend == "sqlite":
-            run(backend, f"sqlite:///{folder}/bench.db", folder, args.rows)
+            run(backend, f"sqlite:///{folder}/bench.db", folder, args.rows, args.busy)
             continue
         run_on_server(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         run_on_server(f"CREATE DATABASE {DATABASE}")
         try:
             url = make_url(SERVER).set(database=DATABASE).render_as_string(hide_password=False)
-            run(backend, url, folder, args.rows)
+            run(backend, url, folder, args.rows, args.busy)
         finally:
             run_on_server(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 

@@ -590,8 +590,10 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    dedupe: Mapped[str | None] = mapped_column(String(200))  # see queue.enqueue
 
-    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),)
+    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),
+                      Index("ix_jobs_kind_dedupe", "kind", "dedupe"))
 
 
 class WorkerHeartbeat(Base):

@@ -2,7 +2,7 @@
 
 The file is read and checked in one request; the checked rows are kept server-side in a
 `BulkUpload` (scoped to the lab and the uploader, expiring) so that the create step uses what
-was checked, never amounts re-posted by the browser. Creation goes through `links.create_link`
+was checked, never amounts re-posted by the browser. Creation goes through `links.create_links`
 for every row, in one transaction: all the links exist, or none does.
 """
 
@@ -38,7 +38,7 @@ from ..money import MoneyError, is_known_currency, major_string, parse_amount
 from ..phones import to_e164
 from ..tokens import patient_url
 from .audit import audit
-from .links import LinkError, NewLink, create_link
+from .links import LinkError, NewLink, create_links
 from .transactions import spreadsheet_safe
 
 MAX_ROWS = 10_000
@@ -468,8 +468,9 @@ def new_link(lab: Lab, data: dict[str, Any], default_send: Iterable[str]) -> New
 
 def create_many(session: Session, lab: Lab, items: Sequence[NewLink], *, user_id: int | None,
                 ip: str | None = None) -> list[OnlinePayment]:
-    """Every link through create_link, in the caller's transaction: it commits all or none."""
-    return [create_link(session, lab, item, user_id=user_id, ip=ip) for item in items]
+    """Every link as create_link makes it, in the caller's transaction (all or none), in a
+    number of statements that does not grow with the rows'."""
+    return create_links(session, lab, items, user_id=user_id, ip=ip)
 
 
 def create_from_upload(session: Session, lab: Lab, upload: BulkUpload, *, drop_bad: bool,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import (
     OPEN_LINK_STATES,
@@ -21,16 +23,18 @@ from ..models import (
 )
 from ..phones import to_e164
 from ..tokens import new_token
+from ..worker.queue import IN_CHUNK
 from . import events
 from .audit import audit
 from .cancellation import queue_checkout_cancellation
-from .notifications import queue_link_message, schedule_reminders
-from .outhooks import emit
+from .notifications import queue_link_messages, schedule_reminders_for
+from .outhooks import emit_many
 
 PAGE_SIZE = 25
 MAX_QUERY = 100
 LIKE_SPECIALS = re.compile(r"([\\%_])")
 PHONE_LIKE = re.compile(r"[\d\s+()./-]+")
+NEWER = 2 ** 62  # a record made in this batch is newer than every stored one
 
 
 def _escaped(text: str) -> str:
@@ -100,36 +104,95 @@ def patient_for(session: Session, lab_id: int, data: NewLink) -> Customer:
     name; otherwise a new record with this contact, unless `ask_if_other_name` and the contact
     is already on another name, which raises PatientChoiceNeeded for staff to choose.
     """
-    name, phone, email = data.patient_name, data.phone, data.email
-    if data.customer_id is not None:
-        customer = session.scalar(select(Customer).where(Customer.id == data.customer_id,
-                                                         Customer.lab_id == lab_id))
-        if customer is None:
-            raise LinkError("That patient is not one of this lab's.")
-        if data.rename_customer and name:
-            customer.name = name
+    return patients_for(session, lab_id, [data])[0]
+
+
+class _Patients:
+    """The lab's patients a batch may go under, read in a few queries and kept indexed by
+    contact, so that each item is matched as `patient_for` alone would: against the records
+    before it and those the items before it made or completed."""
+
+    def __init__(self, session: Session, lab_id: int, items: Sequence[NewLink]):
+        self.lab_id = lab_id
+        self.session = session
+        self.by_phone: dict[str, list[Customer]] = {}
+        self.by_email: dict[str, list[Customer]] = {}
+        self.by_external: dict[str, list[Customer]] = {}
+        self.made: dict[int, int] = {}  # id(new record) -> its rank after every stored one
+        chosen = {d.customer_id for d in items if d.customer_id is not None}
+        self.chosen = {c.id: c for c in self._read([(Customer.id, chosen)])}
+        looked = [d for d in items if d.customer_id is None and not d.new_patient]
+        for customer in self._read([
+                (Customer.phone, {d.phone for d in looked if d.phone}),
+                (Customer.email, {d.email for d in looked if d.email}),
+                (Customer.external_id, {d.external_id for d in looked if d.external_id})]):
+            self._index(customer)
+
+    def _read(self, keys: list[tuple[Any, set[Any]]]) -> list[Customer]:
+        """The lab's records with any of these values in these columns (IN lists chunked)."""
+        found: list[Customer] = []
+        lists = [(column, sorted(values)) for column, values in keys if values]
+        longest = max((len(values) for _, values in lists), default=0)
+        for start in range(0, longest, IN_CHUNK):
+            wanted = [column.in_(values[start:start + IN_CHUNK])
+                      for column, values in lists if values[start:start + IN_CHUNK]]
+            found.extend(self.session.scalars(select(Customer).where(
+                Customer.lab_id == self.lab_id, or_(*wanted))))
+        return found
+
+    def _index(self, customer: Customer) -> None:
+        for index, key in ((self.by_phone, customer.phone), (self.by_email, customer.email),
+                           (self.by_external, customer.external_id)):
+            if key:
+                listed = index.setdefault(key, [])
+                if not any(c is customer for c in listed):
+                    listed.append(customer)
+
+    def _newest_first(self, customers: Iterable[Customer]) -> list[Customer]:
+        unique = {id(c): c for c in customers}.values()
+        return sorted(unique, key=lambda c: self.made.get(id(c), c.id), reverse=True)
+
+    def _fill(self, customer: Customer, phone: str | None, email: str | None) -> None:
         customer.phone = customer.phone or phone  # an empty detail is filled, none replaced
         customer.email = customer.email or email
+        self._index(customer)
+
+    def one_for(self, data: NewLink) -> Customer:
+        name, phone, email = data.patient_name, data.phone, data.email
+        if data.customer_id is not None:
+            customer = self.chosen.get(data.customer_id)
+            if customer is None:
+                raise LinkError("That patient is not one of this lab's.")
+            if data.rename_customer and name:
+                customer.name = name
+            self._fill(customer, phone, email)
+            return customer
+        if not data.new_patient:
+            if data.external_id:
+                found = self._newest_first(self.by_external.get(data.external_id, []))
+                if found:
+                    return found[0]
+            candidates = self._newest_first(
+                [*self.by_phone.get(phone or "", []), *self.by_email.get(email or "", [])]
+            )[:10]
+            for candidate in candidates:
+                if same_name(candidate.name, name):
+                    self._fill(candidate, phone, email)
+                    return candidate
+            if candidates and data.ask_if_other_name:
+                raise PatientChoiceNeeded(candidates)
+        customer = Customer(lab_id=self.lab_id, name=name, phone=phone, email=email,
+                            external_id=data.external_id)
+        self.session.add(customer)
+        self.made[id(customer)] = NEWER + len(self.made)
+        self._index(customer)
         return customer
-    if not data.new_patient:
-        if data.external_id:
-            found = session.scalars(select(Customer).where(
-                Customer.lab_id == lab_id, Customer.external_id == data.external_id)
-                .order_by(Customer.id.desc()).limit(1)).first()
-            if found is not None:
-                return found
-        candidates = patients_with_contact(session, lab_id, phone, email)
-        for candidate in candidates:
-            if same_name(candidate.name, name):
-                candidate.phone = candidate.phone or phone
-                candidate.email = candidate.email or email
-                return candidate
-        if candidates and data.ask_if_other_name:
-            raise PatientChoiceNeeded(candidates)
-    customer = Customer(lab_id=lab_id, name=name, phone=phone, email=email,
-                        external_id=data.external_id)
-    session.add(customer)
-    return customer
+
+
+def patients_for(session: Session, lab_id: int, items: Sequence[NewLink]) -> list[Customer]:
+    """`patient_for` of each item in turn, the lab's records read in a few queries."""
+    patients = _Patients(session, lab_id, items)
+    return [patients.one_for(data) for data in items]
 
 
 def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | None,
@@ -139,28 +202,42 @@ def create_link(session: Session, lab: Lab, data: NewLink, *, user_id: int | Non
     Raises LinkError, or PatientChoiceNeeded when `data.ask_if_other_name` and staff must
     choose between an existing patient and a new one.
     """
-    if data.expires_at <= utcnow():
+    return create_links(session, lab, [data], user_id=user_id, ip=ip)[0]
+
+
+def create_links(session: Session, lab: Lab, items: Sequence[NewLink], *, user_id: int | None,
+                 ip: str | None = None) -> list[OnlinePayment]:
+    """`create_link` for each item, in order, with a number of statements that does not grow
+    with the items': patients read by contact together, every kind of row added together
+    (batched INSERTs), the lab's webhook endpoints read once. The caller commits all or none.
+    """
+    now = utcnow()
+    if any(data.expires_at <= now for data in items):
         raise LinkError("The expiry must be in the future.")
-    customer = patient_for(session, lab.id, data)
-    renamed = data.customer_id is not None and data.rename_customer
-    link = OnlinePayment(
+    customers = patients_for(session, lab.id, items)
+    links = [OnlinePayment(
         lab_id=lab.id, token=new_token(), amount=data.amount, currency=data.currency.upper(),
         bill_reference=data.bill_reference, description=data.description, customer=customer,
         patient_name=data.patient_name, patient_phone=data.phone, patient_email=data.email,
         gateway=data.gateway or lab.default_gateway, expires_at=data.expires_at,
         allow_partial=data.allow_partial, created_by_id=user_id, status=LinkStatus.CREATED,
         language=data.language or lab.default_language, metadata_json=data.metadata or {},
-    )
-    session.add(link)
+    ) for data, customer in zip(items, customers, strict=True)]
+    session.add_all(links)
     session.flush()
-    audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
-          object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
-          currency=link.currency, bill_reference=link.bill_reference,
-          customer_id=customer.id, patient_renamed=renamed)
-    queue_link_message(session, link, data.notify)  # the outbox: same transaction
-    schedule_reminders(session, link)
-    emit(session, link, "link.created")  # the lab's webhooks: same transaction
-    return link
+    for link, data, customer in zip(links, items, customers, strict=True):
+        set_committed_value(link, "payments", [])  # new: none to read back
+        audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
+              object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
+              currency=link.currency, bill_reference=link.bill_reference,
+              customer_id=customer.id,
+              patient_renamed=data.customer_id is not None and data.rename_customer)
+    # the outbox and the lab's webhooks: same transaction
+    queue_link_messages(session, [(link, data.notify) for link, data in zip(links, items,
+                                                                            strict=True)])
+    schedule_reminders_for(session, lab, links)
+    emit_many(session, links, "link.created")
+    return links
 
 
 def get_link(session: Session, lab_id: int, link_id: int) -> OnlinePayment | None:

@@ -9,7 +9,7 @@ again, under the same Message-ID (email) or reference (SMS) so a provider may dr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from flask import Flask, render_template
@@ -33,7 +33,7 @@ from ..notify.email import build_email, send_email
 from ..notify.sms import Sms, backend_name, masked_phone, send_sms
 from ..notify.whatsapp import TemplateMessage, send_whatsapp
 from ..notify.whatsapp import configured as whatsapp_configured
-from ..worker.queue import backoff, enqueue
+from ..worker.queue import backoff, enqueue, new_job, queued_dedupes
 from . import messages
 from .audit import audit
 
@@ -80,7 +80,29 @@ def queue_message(session: Session, link: OnlinePayment, kind: str,
 
 def queue_link_message(session: Session, link: OnlinePayment,
                        channels: Iterable[str]) -> list[Notification]:
-    return queue_message(session, link, "link", channels)
+    return queue_link_messages(session, [(link, channels)])
+
+
+def queue_link_messages(session: Session, sends: Sequence[tuple[OnlinePayment, Iterable[str]]]
+                        ) -> list[Notification]:
+    """`queue_message(link, "link", channels)` for many new links: rows and jobs added
+    together (one flush for all the rows' ids, batched INSERTs)."""
+    rows = []
+    for link, channels in sends:
+        for channel in dict.fromkeys(Channel(c) for c in channels):
+            recipient = contact(link, channel)
+            if recipient:
+                rows.append(Notification(
+                    lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
+                    recipient=recipient, template="link", status=OutboxStatus.QUEUED,
+                    next_attempt_at=utcnow()))
+    if rows:
+        session.add_all(rows)
+        session.flush()
+        session.add_all([new_job("notification.send", {"notification_id": row.id},
+                                 lab_id=row.lab_id, max_attempts=SEND_ATTEMPTS)
+                         for row in rows])
+    return rows
 
 
 def resend_link(session: Session, link: OnlinePayment, channel: str, *, user_id: int | None,
@@ -120,18 +142,30 @@ def queue_receipt(session: Session, link: OnlinePayment) -> list[Notification]:
 def schedule_reminders(session: Session, link: OnlinePayment, *,
                        now: datetime | None = None) -> list[Job]:
     """One job per `Lab.reminder_hours_before`, due that long before the link expires."""
+    return schedule_reminders_for(session, session.get_one(Lab, link.lab_id), [link], now=now)
+
+
+def schedule_reminders_for(session: Session, lab: Lab, links: Sequence[OnlinePayment], *,
+                           now: datetime | None = None) -> list[Job]:
+    """`schedule_reminders` for many links of `lab`: one look for jobs queued already."""
     now = now or utcnow()
-    lab = session.get_one(Lab, link.lab_id)
+    wanted = []
+    for link in links:
+        for hours in sorted(set(lab.reminder_hours_before or []), reverse=True):
+            run_at = link.expires_at - timedelta(hours=hours)
+            if run_at >= now + REMINDER_MIN_LEAD:
+                wanted.append((link, hours, run_at, f"reminder:{link.id}:{hours}"))
+    if not wanted:
+        return []
+    queued = queued_dedupes(session, "notification.reminder", [key for *_, key in wanted])
     jobs = []
-    for hours in sorted(set(lab.reminder_hours_before or []), reverse=True):
-        run_at = link.expires_at - timedelta(hours=hours)
-        if run_at < now + REMINDER_MIN_LEAD:
+    for link, hours, run_at, key in wanted:
+        if key in queued:
             continue
-        job = enqueue(session, "notification.reminder", {"link_id": link.id, "hours": hours},
-                      lab_id=link.lab_id, run_at=run_at, max_attempts=3,
-                      dedupe=f"reminder:{link.id}:{hours}")
-        if job is not None:
-            jobs.append(job)
+        queued.add(key)
+        jobs.append(new_job("notification.reminder", {"link_id": link.id, "hours": hours},
+                            lab_id=link.lab_id, run_at=run_at, max_attempts=3, dedupe=key))
+    session.add_all(jobs)
     return jobs
 
 

@@ -31,12 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
 from .. import logmask
 from ..models import (
     DeliveryStatus,
+    Job,
     Lab,
     OnlinePayment,
     WebhookAttempt,
@@ -45,7 +46,7 @@ from ..models import (
     WebhookEvent,
     utcnow,
 )
-from ..worker.queue import enqueue
+from ..worker.queue import IN_CHUNK, new_job
 from .api_objects import status_object
 from .keys import decrypt, encrypt
 
@@ -318,34 +319,51 @@ def emit(session: Session, link: OnlinePayment, event_type: str, *,
          now: datetime | None = None) -> WebhookEvent | None:
     """Records `event_type` for `link` and one delivery per endpoint that wants it, in the
     caller's transaction. Every creator and every state move of a link calls this."""
+    events = emit_many(session, [link], event_type, now=now)
+    return events[0] if events else None
+
+
+def emit_many(session: Session, links: Sequence[OnlinePayment], event_type: str, *,
+              now: datetime | None = None) -> list[WebhookEvent]:
+    """`emit` for many links: the endpoints read once, events and deliveries added together,
+    one look for earlier deliveries still going. Returns the events (none: no endpoint)."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
-    endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
-        WebhookEndpoint.lab_id == link.lab_id, WebhookEndpoint.enabled.is_(True),
-        WebhookEndpoint.deleted_at.is_(None)).order_by(WebhookEndpoint.id))
-        if event_type in e.event_types]
-    if not endpoints:
-        return None
+    if not links:
+        return []
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in session.scalars(select(WebhookEndpoint).where(
+            WebhookEndpoint.lab_id.in_({link.lab_id for link in links}),
+            WebhookEndpoint.enabled.is_(True),
+            WebhookEndpoint.deleted_at.is_(None)).order_by(WebhookEndpoint.id)):
+        if event_type in endpoint.event_types:
+            endpoints.setdefault(endpoint.lab_id, []).append(endpoint)
+    links = [link for link in links if link.lab_id in endpoints]
+    if not links:
+        return []
     now = now or utcnow()
-    if link.id is None:
+    if any(link.id is None for link in links):
         session.flush()
     # The patient URL is completed with the base URL at delivery (services know no config).
-    event = WebhookEvent(public_id="evt_" + secrets.token_hex(16), lab_id=link.lab_id,
-                         type=event_type, online_payment_id=link.id,
-                         data=status_object(link, ""), created_at=now)
-    session.add(event)
+    events = [WebhookEvent(public_id="evt_" + secrets.token_hex(16), lab_id=link.lab_id,
+                           type=event_type, online_payment_id=link.id,
+                           data=status_object(link, ""), created_at=now) for link in links]
+    session.add_all(events)
     session.flush()
-    for endpoint in endpoints:
-        delivery = WebhookDelivery(lab_id=link.lab_id, endpoint_id=endpoint.id,
-                                   event_id=event.id, online_payment_id=link.id,
-                                   status=DeliveryStatus.PENDING, attempts=0,
-                                   next_attempt_at=now, retry_until=now + RETRY_WINDOW,
-                                   created_at=now)
-        session.add(delivery)
-        session.flush()
-        if _earlier_pending(session, delivery) is None:
-            _schedule(session, delivery, now)
-    return event
+    deliveries = [WebhookDelivery(lab_id=link.lab_id, endpoint_id=endpoint.id,
+                                  event_id=event.id, online_payment_id=link.id,
+                                  status=DeliveryStatus.PENDING, attempts=0,
+                                  next_attempt_at=now, retry_until=now + RETRY_WINDOW,
+                                  created_at=now)
+                  for link, event in zip(links, events, strict=True)
+                  for endpoint in endpoints[link.lab_id]]
+    session.add_all(deliveries)
+    session.flush()
+    first_pending = _first_pending(session, deliveries)
+    session.add_all([_job(delivery, now) for delivery in deliveries
+                     if first_pending[(delivery.endpoint_id, delivery.online_payment_id)]
+                     >= delivery.id])
+    return events
 
 
 def emit_for(obj: Any, link: OnlinePayment, event_type: str) -> None:
@@ -369,8 +387,36 @@ def event_body(event: WebhookEvent, base_url: str) -> bytes:
 # --- delivery ----------------------------------------------------------------------------------
 
 def _schedule(session: Session, delivery: WebhookDelivery, when: datetime) -> None:
-    enqueue(session, JOB_KIND, {"delivery_id": delivery.id}, lab_id=delivery.lab_id,
-            run_at=when, max_attempts=3)
+    session.add(_job(delivery, when))
+
+
+def _job(delivery: WebhookDelivery, when: datetime) -> Job:
+    return new_job(JOB_KIND, {"delivery_id": delivery.id}, lab_id=delivery.lab_id,
+                   run_at=when, max_attempts=3)
+
+
+def _first_pending(session: Session, deliveries: Sequence[WebhookDelivery]
+                   ) -> dict[tuple[int, int | None], int]:
+    """The oldest delivery still going per (endpoint, link) of `deliveries`: only that one is
+    scheduled, a later one waits for it (in order per link)."""
+    first: dict[tuple[int, int | None], int] = {}
+    for delivery in deliveries:
+        key = (delivery.endpoint_id, delivery.online_payment_id)
+        first[key] = min(first.get(key, delivery.id), delivery.id)
+    link_ids = list({d.online_payment_id for d in deliveries if d.online_payment_id is not None})
+    endpoint_ids = list({d.endpoint_id for d in deliveries})
+    for start in range(0, len(link_ids), IN_CHUNK):
+        for endpoint_id, link_id, delivery_id in session.execute(select(
+                WebhookDelivery.endpoint_id, WebhookDelivery.online_payment_id,
+                func.min(WebhookDelivery.id)).where(
+                WebhookDelivery.endpoint_id.in_(endpoint_ids),
+                WebhookDelivery.online_payment_id.in_(link_ids[start:start + IN_CHUNK]),
+                WebhookDelivery.status == DeliveryStatus.PENDING).group_by(
+                WebhookDelivery.endpoint_id, WebhookDelivery.online_payment_id)):
+            key = (endpoint_id, link_id)
+            if key in first:
+                first[key] = min(first[key], delivery_id)
+    return first
 
 
 def _earlier_pending(session: Session, delivery: WebhookDelivery) -> int | None:

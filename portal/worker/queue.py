@@ -5,7 +5,7 @@ backoff. Services add jobs here in their own transaction; the runner claims and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(hours=1)
 KEEP_DONE_JOBS = timedelta(days=7)
+IN_CHUNK = 5000  # values in one IN (...): well under SQLite's and PostgreSQL's limits
 
 Handler = Callable[[Flask, Session, Job], None]
 
@@ -42,7 +43,19 @@ class Periodic:
 def enqueue(session: Session, kind: str, payload: dict[str, Any], *, lab_id: int | None = None,
             run_at: datetime | None = None, max_attempts: int = 8,
             dedupe: str | None = None) -> Job | None:
-    """Adds a job in the caller's transaction; with `dedupe`, not while one is still queued.
+    """Adds a job in the caller's transaction; with `dedupe`, not while one is still queued."""
+    if dedupe is not None and queued_dedupes(session, kind, [dedupe]):
+        return None
+    job = new_job(kind, payload, lab_id=lab_id, run_at=run_at, max_attempts=max_attempts,
+                  dedupe=dedupe)
+    session.add(job)
+    return job
+
+
+def new_job(kind: str, payload: dict[str, Any], *, lab_id: int | None = None,
+            run_at: datetime | None = None, max_attempts: int = 8,
+            dedupe: str | None = None) -> Job:
+    """A job row, not yet added (callers adding many add them together: batched INSERTs).
 
     The request id in force (if any) rides in the payload, so the job's log lines carry it.
     """
@@ -51,15 +64,19 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], *, lab_id: int
         payload = {**payload, "request_id": request_id}
     if dedupe is not None:
         payload = {**payload, "dedupe": dedupe}
-        existing = session.scalar(select(Job.id).where(
-            Job.kind == kind, Job.status == OutboxStatus.QUEUED,
-            Job.payload["dedupe"].as_string() == dedupe))
-        if existing:
-            return None
-    job = Job(kind=kind, payload=payload, lab_id=lab_id, run_at=run_at or utcnow(),
-              max_attempts=max_attempts)
-    session.add(job)
-    return job
+    return Job(kind=kind, payload=payload, lab_id=lab_id, run_at=run_at or utcnow(),
+               max_attempts=max_attempts, dedupe=dedupe)
+
+
+def queued_dedupes(session: Session, kind: str, keys: Collection[str]) -> set[str]:
+    """Which of `keys` a queued job of `kind` holds (the indexed column, never the JSON)."""
+    found: set[str] = set()
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), IN_CHUNK):
+        found.update(session.scalars(select(Job.dedupe).where(
+            Job.kind == kind, Job.dedupe.in_(unique[start:start + IN_CHUNK]),
+            Job.status == OutboxStatus.QUEUED)))
+    return found
 
 
 def backoff(attempts: int) -> timedelta:

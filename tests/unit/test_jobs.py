@@ -92,3 +92,30 @@ def test_dedupe_while_queued(app, db):
     assert queue.enqueue(db, "test.ok", {}, dedupe="same") is not None
     db.commit()
     assert queue.enqueue(db, "test.ok", {}, dedupe="same") is None
+
+
+def test_dedupe_reads_the_indexed_key_not_every_payload(app, db):
+    from sqlalchemy import event
+
+    assert queue.enqueue(db, "test.ok", {}, dedupe="once") is not None
+    db.commit()
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert queue.enqueue(db, "test.ok", {}, dedupe="once") is None
+        assert queue.enqueue(db, "test.fail", {}, dedupe="once") is not None  # another kind
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    db.commit()
+    lookups = [s for s in seen if s.startswith("SELECT")]
+    assert lookups and all("jobs.dedupe IN" in s and "payload" not in s for s in lookups)
+    job = db.scalars(select(Job).where(Job.kind == "test.ok")).one()
+    assert job.dedupe == job.payload["dedupe"] == "once"
+    job.status = OutboxStatus.DONE
+    db.commit()
+    assert queue.enqueue(db, "test.ok", {}, dedupe="once") is not None  # no longer queued
