@@ -237,6 +237,8 @@ def create_links(session: Session, lab: Lab, items: Sequence[NewLink], *, user_i
                                                                             strict=True)])
     schedule_reminders_for(session, lab, links)
     emit_many(session, links, "link.created")
+    for link in links:  # read afresh from here on: payments may be added by id, not by list
+        session.expire(link, ["payments"])
     return links
 
 
