@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,19 +20,13 @@ from ..models import (
     Payment,
     utcnow,
 )
-from ..phones import to_e164
 from .events import Applied
 from .profiles import ProfileError, charge_profile, delete_profile
+from .search import escaped, looks_like_phone, phone_matches
 
 PAGE_SIZE = 25
 MAX_QUERY = 100
-LIKE_SPECIALS = re.compile(r"([\\%_])")
-PHONE_LIKE = re.compile(r"[\d\s+()./-]+")
 
-
-def _escaped(text: str) -> str:
-    """`text` for a LIKE pattern, its wildcards taken literally."""
-    return LIKE_SPECIALS.sub(r"\\\1", text)
 
 
 def _matches(query: str, country: str | None) -> list[ColumnElement[bool]]:
@@ -45,17 +38,12 @@ def _matches(query: str, country: str | None) -> list[ColumnElement[bool]]:
     """
     matches = [Customer.external_id == query]
     if "@" in query:
-        matches.append(func.lower(Customer.email).like(_escaped(query.lower()) + "%",
+        matches.append(func.lower(Customer.email).like(escaped(query.lower()) + "%",
                                                        escape="\\"))
-    elif PHONE_LIKE.fullmatch(query):
-        phone = to_e164(query, country)
-        digits = re.sub(r"\D", "", query).lstrip("0")
-        if phone:
-            matches.append(Customer.phone == phone)
-        elif len(digits) >= 4:
-            matches.append(Customer.phone.like(f"%{digits}%"))
+    elif looks_like_phone(query):
+        matches += phone_matches(Customer.phone, query, country)
     else:
-        matches.append(func.lower(Customer.name).like(f"%{_escaped(query.lower())}%",
+        matches.append(func.lower(Customer.name).like(f"%{escaped(query.lower())}%",
                                                       escape="\\"))
     return matches
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,6 @@ from ..models import (
     PaymentGatewayTransaction,
     utcnow,
 )
-from ..phones import to_e164
 from ..tokens import new_token
 from ..worker.queue import IN_CHUNK
 from . import events
@@ -29,17 +27,12 @@ from .audit import audit
 from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_messages, schedule_reminders_for
 from .outhooks import emit_many
+from .search import escaped, looks_like_phone, phone_matches
 
 PAGE_SIZE = 25
 MAX_QUERY = 100
-LIKE_SPECIALS = re.compile(r"([\\%_])")
-PHONE_LIKE = re.compile(r"[\d\s+()./-]+")
 NEWER = 2 ** 62  # a record made in this batch is newer than every stored one
 
-
-def _escaped(text: str) -> str:
-    """`text` for a LIKE pattern, its wildcards taken literally."""
-    return LIKE_SPECIALS.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -268,16 +261,11 @@ def link_matches(text: str, country: str | None) -> ColumnElement[bool]:
     in the patient's name, and a part of a number anywhere in the phone: those read the lab's
     own links only (its lab_id index), never the whole table.
     """
-    lowered = _escaped(text.lower())
+    lowered = escaped(text.lower())
     matches: list[ColumnElement[bool]] = [
         func.lower(OnlinePayment.bill_reference).like(lowered + "%", escape="\\")]
-    if PHONE_LIKE.fullmatch(text):
-        phone = to_e164(text, country)
-        digits = re.sub(r"\D", "", text).lstrip("0")
-        if phone:
-            matches.append(OnlinePayment.patient_phone == phone)
-        elif len(digits) >= 4:
-            matches.append(OnlinePayment.patient_phone.like(f"%{digits}%"))
+    if looks_like_phone(text):
+        matches += phone_matches(OnlinePayment.patient_phone, text, country)
     elif not any(ch.isdigit() for ch in text):  # a digit: a bill reference, not a name
         matches.append(func.lower(OnlinePayment.patient_name).like(f"%{lowered}%",
                                                                    escape="\\"))
