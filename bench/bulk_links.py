@@ -27,23 +27,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import SERVER, run_on_server  # noqa: E402
 from bench.pay_page import bare_flask_median  # noqa: E402
 
-SERVER = os.environ.get("PORTAL_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DATABASE = "portal_bench_bulk"
 PASSWORD = "bench password 123"
 HEADER = "name,phone,email,amount,currency,bill_reference,expiry,language,description,send\n"
 
-
-def run_on_server(statement: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 def rows_csv(n: int, start: int, send: str = "") -> bytes:

@@ -33,23 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-SERVER = os.environ.get("PORTAL_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from bench import SERVER, run_on_server  # noqa: E402
+
 BIN = Path(sys.executable).parent
 LUA = Path(__file__).resolve().parent / "lua"
 WEBHOOK_SECRET = "whsec_bench"  # nosec B105  # a throw-away bench lab's secret
 CONNECTIONS, THREADS = 16, 2
 PORT = 18100  # this bench's fixed ports: 18100 (portal) and 18101 (bare hello)
 
-
-def run_on_server(statement: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 def serve_defaults() -> dict[str, int]:

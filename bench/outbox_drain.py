@@ -26,15 +26,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-SERVER = os.environ.get("PORTAL_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def run_on_server(statement: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(statement)
-    engine.dispose()
+from bench import SERVER, run_on_server  # noqa: E402
 
 
 def register(send_ms: float) -> None:

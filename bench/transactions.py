@@ -31,8 +31,8 @@ from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-SERVER = os.environ.get("PORTAL_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from bench import SERVER, run_on_server  # noqa: E402
+
 DATABASE = "portal_bench_tx"
 SQLITE_FILE = "/tmp/portal_bench_tx.db"
 STAMP = "%Y-%m-%d %H:%M:%S.%f"
@@ -87,12 +87,6 @@ FROM (SELECT i, 10000 + (i::bigint * 7919) % 500000 AS amount,
       FROM generate_series(1, :n) AS i) AS s
 """
 
-
-def run_on_server(statement: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 def seed(url: str, count: int) -> int:
