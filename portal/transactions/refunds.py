@@ -123,6 +123,9 @@ def _flash_outcome(refund: Refund, lab: Lab) -> None:
     elif refund.gateway_refund_id:
         flash(_s("The gateway accepted the refund of %(amount)s; it confirms it shortly.",
                  amount=amount), "success")
+    elif refund.failure_reason is None:  # a repeated press while the first is still sending
+        flash(_s("The refund of %(amount)s is being sent to the gateway.", amount=amount),
+              "success")
     else:
         flash(_s("The gateway did not answer. The refund of %(amount)s will be sent again "
                  "shortly, once only.", amount=amount), "error")

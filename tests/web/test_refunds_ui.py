@@ -155,6 +155,20 @@ def test_a_double_submit_makes_one_refund(live, build, lab, admin_client, db):
     assert len(refunds_of(db, payment.id)) == 2
 
 
+def test_a_second_press_while_the_first_is_still_sending_says_so(live, build, lab,
+                                                                  admin_client, db):
+    payment = paid_payment(build, db, lab)
+    form = {**refund_form(admin_client, payment.id), "refund_amount": "100"}
+    # The first press's refund, written and not yet answered by the gateway.
+    build.refund(payment, 10000, status=RefundStatus.PENDING, reference=form["refund_key"])
+    second = admin_client.post(f"/transactions/{payment.id}/refund", data=form,
+                               follow_redirects=True)
+    page = second.get_data(as_text=True)
+    assert "The refund of ₹100.00 is being sent to the gateway." in page
+    assert "did not answer" not in page
+    assert len(refunds_of(db, payment.id)) == 1
+
+
 def test_a_form_token_cannot_be_reused_on_another_payment(live, build, lab, admin_client, db):
     one, other = paid_payment(build, db, lab), paid_payment(build, db, lab)
     form = {**refund_form(admin_client, one.id), "refund_amount": "100"}
