@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess  # nosec B404  # the servers and wrk under measurement
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,10 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench import SERVER, run_on_server  # noqa: E402
+from bench import throwaway_portal  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LUA = Path(__file__).resolve().parent / "lua"
@@ -188,19 +185,10 @@ def initiate_lines(key: str, count: int) -> str:
 
 
 def run(database: str, cases: list[str], seconds: float, pending: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    name = f"portal_bench_{secrets.token_hex(4)}"
-    if database == "postgres":
-        run_on_server(f'CREATE DATABASE "{name}"')
-        url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{folder}/bench.db"
-    env = {"PORTAL_INSTANCE_PATH": str(folder), "PORTAL_SECRET_KEY": "bench",
-           "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-           "PORTAL_DATABASE_URL": url, "PORTAL_BASE_URL": f"http://127.0.0.1:{PORT}",
-           "PORTAL_API_RATE_LIMIT": "100000000"}
-    settings = serve_defaults()
-    try:
+    with throwaway_portal(database) as (folder, base):
+        env = {**base, "PORTAL_BASE_URL": f"http://127.0.0.1:{PORT}",
+               "PORTAL_API_RATE_LIMIT": "100000000"}
+        settings = serve_defaults()
         data = seed(env, 200, pending if "webhook" in cases else 0)
         (folder / "pay.txt").write_text("".join(f"/pay/{t}\n" for t in data["tokens"]))
         portal = start([str(BIN / "portal"), "serve", "--host", "127.0.0.1", "--port",
@@ -244,10 +232,6 @@ def run(database: str, cases: list[str], seconds: float, pending: int) -> None:
         errors = [line for line in log.splitlines() if " ERROR " in line]
         if errors:
             print(f"  server log has {len(errors)} ERROR lines, first: {errors[0][:200]}")
-    finally:
-        if database == "postgres":
-            run_on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

@@ -12,93 +12,78 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import shutil
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import create_engine, func, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench.http_bench import BIN, SERVER, run_on_server, start, stop  # noqa: E402
+from bench import throwaway_portal  # noqa: E402
+from bench.http_bench import BIN, start, stop  # noqa: E402
 
 SMTP_PORT = 18102
 
 
 def run(database: str, emails: int, workers: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="portal-bench-"))
-    name = f"portal_bench_{secrets.token_hex(4)}"
-    if database == "postgres":
-        run_on_server(f'CREATE DATABASE "{name}"')
-        url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{folder}/bench.db"
-    env = {"PORTAL_INSTANCE_PATH": str(folder), "PORTAL_SECRET_KEY": "bench",
-           "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-           "PORTAL_DATABASE_URL": url, "PORTAL_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
-           "PORTAL_MAIL_FROM": "payments@bench.test"}
-    os.environ.update(env)
-    import logging
+    with throwaway_portal(database) as (folder, base):
+        env = {**base, "PORTAL_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
+               "PORTAL_MAIL_FROM": "payments@bench.test"}
+        os.environ.update(env)
+        import logging
 
-    logging.disable(logging.WARNING)
-    from portal import create_app
-    from portal.migrate import upgrade
-    from portal.models import Lab, Notification, OutboxStatus, utcnow
-    from portal.services.links import NewLink, create_link
+        logging.disable(logging.WARNING)
+        from portal import create_app
+        from portal.migrate import upgrade
+        from portal.models import Lab, Notification, OutboxStatus, utcnow
+        from portal.services.links import NewLink, create_link
 
-    app = create_app()
-    db = app.extensions["portal_db"]
-    upgrade(db.engine)
-    processes = []
-    try:
-        sink = start([str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l",
-                      f"127.0.0.1:{SMTP_PORT}", "-c", "aiosmtpd.handlers.Sink"], {},
-                     SMTP_PORT, folder / "smtp.log")
-        processes.append(sink)
-        for _ in range(workers):
-            processes.append(start_worker(env, folder))
-        time.sleep(3)  # imported and polling
-        with app.app_context(), db.session_factory() as session:
-            lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
-                      default_gateway="sandbox")
-            session.add(lab)
-            session.flush()
-            expires = utcnow() + timedelta(days=3)
-            for i in range(emails):
-                create_link(session, lab, NewLink(
-                    patient_name=f"Patient {i}", phone=None, email=f"p{i}@example.com",
-                    amount=10000 + i, currency="INR", bill_reference=f"B-{i}",
-                    description="Blood panel", expires_at=expires, notify=("email",)),
-                    user_id=None)
-            session.commit()
-        began = time.perf_counter()
-        engine = create_engine(url)
-        done = 0
-        while time.perf_counter() - began < 300:
-            with engine.connect() as conn:
-                done = conn.execute(select(func.count()).select_from(Notification).where(
-                    Notification.status == OutboxStatus.DONE)).scalar()
-            if done >= emails:
-                break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - began
-        engine.dispose()
-        print(f"{database}: {done} of {emails} emails sent to an SMTP sink by {workers} "
-              f"portal workers in {elapsed:.1f} s: {done / elapsed:,.0f} emails/s "
-              f"({os.cpu_count()} CPUs shared with other users)")
-    finally:
-        for process in processes:
-            stop(process)
-        db.engine.dispose()
-        if database == "postgres":
-            run_on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(folder, ignore_errors=True)
+        app = create_app()
+        db = app.extensions["portal_db"]
+        upgrade(db.engine)
+        processes = []
+        try:
+            sink = start([str(BIN / "python"), "-m", "aiosmtpd", "-n", "-l",
+                          f"127.0.0.1:{SMTP_PORT}", "-c", "aiosmtpd.handlers.Sink"], {},
+                         SMTP_PORT, folder / "smtp.log")
+            processes.append(sink)
+            for _ in range(workers):
+                processes.append(start_worker(env, folder))
+            time.sleep(3)  # imported and polling
+            with app.app_context(), db.session_factory() as session:
+                lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
+                          default_gateway="sandbox")
+                session.add(lab)
+                session.flush()
+                expires = utcnow() + timedelta(days=3)
+                for i in range(emails):
+                    create_link(session, lab, NewLink(
+                        patient_name=f"Patient {i}", phone=None, email=f"p{i}@example.com",
+                        amount=10000 + i, currency="INR", bill_reference=f"B-{i}",
+                        description="Blood panel", expires_at=expires, notify=("email",)),
+                        user_id=None)
+                session.commit()
+            began = time.perf_counter()
+            engine = create_engine(env["PORTAL_DATABASE_URL"])
+            done = 0
+            while time.perf_counter() - began < 300:
+                with engine.connect() as conn:
+                    done = conn.execute(select(func.count()).select_from(Notification).where(
+                        Notification.status == OutboxStatus.DONE)).scalar()
+                if done >= emails:
+                    break
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - began
+            engine.dispose()
+            print(f"{database}: {done} of {emails} emails sent to an SMTP sink by {workers} "
+                  f"portal workers in {elapsed:.1f} s: {done / elapsed:,.0f} emails/s "
+                  f"({os.cpu_count()} CPUs shared with other users)")
+        finally:
+            for process in processes:
+                stop(process)
+            db.engine.dispose()
 
 
 def start_worker(env: dict[str, str], folder: Path):
