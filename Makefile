@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install browser postgres nginx redis topology bench clean messages screenshots front-desk-screenshots
+.PHONY: run test install browser postgres nginx redis pdftools wrk topology bench clean messages screenshots front-desk-screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,25 @@ nginx:
 	  fi; \
 	fi
 
+# poppler's pdftotext reads the receipt PDFs back in the tests as a PDF reader shows them
+# (pypdf alone extracts Devanagari syllables out of order).
+pdftools:
+	@if ! command -v pdftotext >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's poppler-utils for the receipt PDF tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
+	  else \
+	    echo "No pdftotext: the receipt PDF tests read the PDFs with pypdf."; \
+	  fi; \
+	fi
+
+# wrk drives the HTTP benchmarks.
+wrk:
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's wrk for the benchmarks..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	fi
+
 # Redis on 127.0.0.1:6379 for the topology test (shared rate limits); started when it is down.
 redis:
 	@if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
@@ -95,7 +114,7 @@ topology: install nginx postgres redis
 PYTEST_WORKERS ?= auto
 
 # Import contracts and types first (pyproject.toml: [tool.importlinter], [tool.mypy]).
-test: install browser $(AXE) postgres nginx redis
+test: install browser $(AXE) postgres nginx redis pdftools
 	$(PY) -m bandit -q -c pyproject.toml -r portal gateways
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy gateways portal/services portal/worker
@@ -121,7 +140,7 @@ front-desk-screenshots: install browser $(AXE)
 
 # Speed (issue 14): ratios to a bare Flask hello measured in the same run, on SQLite and
 # PostgreSQL; needs wrk (apt-get install wrk). Each script prints what it measured.
-bench: install postgres
+bench: install postgres wrk
 	$(PY) bench/http_bench.py
 	$(PY) bench/outbox_email.py
 	$(PY) bench/transactions.py --db sqlite --repeat 5
