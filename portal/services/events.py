@@ -11,9 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, contains_eager
 
 from gateways.base import EventStatus, GatewayEvent
 
@@ -22,6 +21,7 @@ from ..models import (
     OPEN_LINK_STATES,
     SETTLED_PAYMENT_STATES,
     ExchangeKind,
+    Lab,
     LinkStatus,
     OnlinePayment,
     Payment,
@@ -29,6 +29,7 @@ from ..models import (
     PaymentStatus,
     Refund,
     RefundStatus,
+    insert_unless_exists,
     move_link,
     move_refund,
     utcnow,
@@ -36,7 +37,7 @@ from ..models import (
 from ..models import move_payment as _move_payment_row
 from ..worker.queue import enqueue
 from .notifications import queue_receipt
-from .outhooks import emit, emit_for
+from .outhooks import emit, emit_for, has_endpoints_column, remember_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,23 @@ def record_exchange(session: Session, *, lab_id: int, gateway: str, kind: Exchan
 
 
 def lock_link(session: Session, link_id: int) -> OnlinePayment:
-    return session.scalars(select(OnlinePayment).where(OnlinePayment.id == link_id)
-                           .with_for_update().execution_options(populate_existing=True)).one()
+    """The link under its row lock; its lab comes in the same round trip (receipts, messages
+    and outgoing webhooks read it), with whether the lab has webhook endpoints at all."""
+    link, _lab, has_endpoints = session.execute(
+        select(OnlinePayment, Lab, has_endpoints_column(Lab.id))
+        .join(OnlinePayment.lab).options(contains_eager(OnlinePayment.lab))
+        .where(OnlinePayment.id == link_id)
+        .with_for_update(of=OnlinePayment).execution_options(populate_existing=True)).one()
+    remember_endpoints(session, link.lab_id, has_endpoints)
+    return link
 
 
-def lock_link_and_payment(session: Session, payment_id: int) -> tuple[OnlinePayment, Payment]:
+def lock_link_and_payment(session: Session, payment_id: int, *,
+                          link_id: int | None = None) -> tuple[OnlinePayment, Payment]:
     """Row locks in one fixed order (link, then payment) so concurrent paths cannot deadlock."""
-    link_id = session.scalars(select(Payment.online_payment_id)
-                              .where(Payment.id == payment_id)).one()
+    if link_id is None:
+        link_id = session.scalars(select(Payment.online_payment_id)
+                                  .where(Payment.id == payment_id)).one()
     link = lock_link(session, link_id)
     payment = session.scalars(select(Payment).where(Payment.id == payment_id)
                               .with_for_update().execution_options(populate_existing=True)).one()
@@ -91,46 +101,66 @@ def lock_link_and_payment(session: Session, payment_id: int) -> tuple[OnlinePaym
 
 def apply_gateway_event(session: Session, *, lab_id: int, gateway: str, event: GatewayEvent,
                         kind: ExchangeKind, signature_valid: bool | None = True,
-                        payload: dict[str, Any] | None = None) -> Applied:
-    """Records `event` once (unique on gateway + event id) and applies it; the caller commits."""
-    payment_id = session.scalar(select(Payment.id).where(
-        Payment.lab_id == lab_id, Payment.reference == event.reference,
-        Payment.gateway == gateway))
-    exchange = None
-    try:
-        with session.begin_nested():
-            exchange = record_exchange(
-                session, lab_id=lab_id, gateway=gateway, kind=kind, event_id=event.dedupe_id,
-                event_type=event.type, signature_valid=signature_valid,
-                payload=payload if payload is not None else dict(event.raw))
-            session.flush()
-    except IntegrityError:
+                        payload: dict[str, Any] | None = None,
+                        payment: tuple[int, int] | None = None) -> Applied:
+    """Records `event` once (unique on gateway + event id) and applies it; the caller commits.
+
+    `payment` is (payment id, link id) when the caller has found the payment already.
+    """
+    if payment is None:
+        found = session.execute(select(Payment.id, Payment.online_payment_id).where(
+            Payment.lab_id == lab_id, Payment.reference == event.reference,
+            Payment.gateway == gateway)).first()
+        payment = (found[0], found[1]) if found else None
+    payment_id, link_id = payment if payment else (None, None)
+    # The row locks come before the exchange's INSERT, whose foreign keys share-lock the link
+    # and the payment: the other order deadlocks two events for one payment on PostgreSQL.
+    locked = (lock_link_and_payment(session, payment_id, link_id=link_id)
+              if payment_id is not None else None)
+    exchange_id = _record_first(session, lab_id=lab_id, gateway=gateway, kind=kind,
+                                event=event, signature_valid=signature_valid,
+                                payment_id=payment_id, link_id=link_id,
+                                payload=payload if payload is not None else dict(event.raw))
+    if exchange_id is None:
         log.info("duplicate %s event %s ignored", gateway, event.dedupe_id)
         # Kept for the webhook inbox without an event id, so (gateway, event id) stays unique.
         duplicate = record_exchange(
             session, lab_id=lab_id, gateway=gateway, kind=kind, event_type=event.type,
             signature_valid=signature_valid, outcome=f"duplicate of {event.dedupe_id}: ignored",
-            payload={"duplicate_of": event.dedupe_id},
-            link_id=payment_id and session.scalar(
-                select(Payment.online_payment_id).where(Payment.id == payment_id)))
+            payload={"duplicate_of": event.dedupe_id}, link_id=link_id)
         duplicate.payment_id = payment_id
         session.flush()
         return Applied(duplicate=True, outcome="duplicate", exchange_id=duplicate.id)
+    if locked is None:
+        outcome = f"no {gateway} payment with reference {event.reference}"
+        _finish_exchange(session, exchange_id, outcome, False)
+        return Applied(duplicate=False, outcome=outcome, exchange_id=exchange_id)
 
-    if payment_id is None:
-        exchange.success = False
-        exchange.outcome = f"no {gateway} payment with reference {event.reference}"
-        return Applied(duplicate=False, outcome=exchange.outcome, exchange_id=exchange.id)
+    link, locked_payment = locked
+    outcome, ok = apply_event(session, link, locked_payment, event)
+    _finish_exchange(session, exchange_id, outcome, ok)
+    log.info("%s %s on %s: %s", gateway, event.type, locked_payment.reference, outcome)
+    return Applied(duplicate=False, outcome=outcome, exchange_id=exchange_id)
 
-    link, payment = lock_link_and_payment(session, payment_id)
-    exchange.payment_id = payment.id
-    exchange.online_payment_id = link.id
-    outcome, ok = apply_event(session, link, payment, event)
-    exchange.outcome = outcome
-    exchange.success = ok
-    session.flush()
-    log.info("%s %s on %s: %s", gateway, event.type, payment.reference, outcome)
-    return Applied(duplicate=False, outcome=outcome, exchange_id=exchange.id)
+
+def _record_first(session: Session, *, lab_id: int, gateway: str, kind: ExchangeKind,
+                  event: GatewayEvent, signature_valid: bool | None, payment_id: int | None,
+                  link_id: int | None, payload: dict[str, Any]) -> int | None:
+    """The exchange's id, or None when this gateway's event id is recorded already (one
+    INSERT ... ON CONFLICT DO NOTHING: no savepoint, no second look)."""
+    table = PaymentGatewayTransaction.__table__
+    insert = insert_unless_exists(session, table, "gateway", "event_id")
+    return session.execute(insert.values(
+        lab_id=lab_id, gateway=gateway, kind=kind, payment_id=payment_id,
+        online_payment_id=link_id, event_id=event.dedupe_id, event_type=event.type,
+        signature_valid=signature_valid, success=True, outcome="", payload=payload)
+        .returning(table.c.id)).scalar()
+
+
+def _finish_exchange(session: Session, exchange_id: int, outcome: str, success: bool) -> None:
+    session.execute(update(PaymentGatewayTransaction.__table__)
+                    .where(PaymentGatewayTransaction.__table__.c.id == exchange_id)
+                    .values(outcome=outcome[:500], success=success))
 
 
 def apply_event(session: Session, link: OnlinePayment, payment: Payment,

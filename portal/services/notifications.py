@@ -26,6 +26,7 @@ from ..models import (
     Notification,
     OnlinePayment,
     OutboxStatus,
+    insert_unless_exists,
     utcnow,
 )
 from ..notify import DeliveryError, PermanentError
@@ -55,7 +56,7 @@ def contact(link: OnlinePayment, channel: Channel) -> str | None:
 
 
 def queue_message(session: Session, link: OnlinePayment, kind: str,
-                  channels: Iterable[str], *, dedupe: str | None = None) -> list[Notification]:
+                  channels: Iterable[str]) -> list[Notification]:
     """One outbox row and its send job per channel the patient can be reached on."""
     if kind not in messages.KINDS:
         raise ValueError(f"unknown message kind {kind!r}")
@@ -64,17 +65,38 @@ def queue_message(session: Session, link: OnlinePayment, kind: str,
         recipient = contact(link, channel)
         if not recipient:
             continue
-        key = f"{dedupe}:{channel.value}" if dedupe else None
-        if key and session.scalar(select(Notification.id).where(Notification.dedupe_key == key)):
-            continue
         row = Notification(lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
-                           recipient=recipient, template=kind, dedupe_key=key,
-                           status=OutboxStatus.QUEUED, next_attempt_at=utcnow())
+                           recipient=recipient, template=kind, status=OutboxStatus.QUEUED,
+                           next_attempt_at=utcnow())
         session.add(row)
         session.flush()
         enqueue(session, "notification.send", {"notification_id": row.id}, lab_id=link.lab_id,
                 max_attempts=SEND_ATTEMPTS)
         queued.append(row)
+    return queued
+
+
+def queue_once(session: Session, link: OnlinePayment, kind: str, channels: Iterable[str], *,
+               dedupe: str) -> list[int]:
+    """`queue_message`, once per `dedupe` key and channel (the unique dedupe_key: one INSERT
+    that does nothing when the row exists); returns the new rows' ids."""
+    if kind not in messages.KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    table = Notification.__table__
+    queued = []
+    for channel in dict.fromkeys(Channel(c) for c in channels):
+        recipient = contact(link, channel)
+        if not recipient:
+            continue
+        row_id = session.execute(insert_unless_exists(session, table, "dedupe_key").values(
+            lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
+            recipient=recipient, template=kind, dedupe_key=f"{dedupe}:{channel.value}",
+            status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=utcnow())
+            .returning(table.c.id)).scalar()
+        if row_id is not None:
+            session.add(new_job("notification.send", {"notification_id": row_id},
+                                lab_id=link.lab_id, max_attempts=SEND_ATTEMPTS))
+            queued.append(row_id)
     return queued
 
 
@@ -132,11 +154,11 @@ def resend_link(session: Session, link: OnlinePayment, channel: str, *, user_id:
     return row
 
 
-def queue_receipt(session: Session, link: OnlinePayment) -> list[Notification]:
+def queue_receipt(session: Session, link: OnlinePayment) -> list[int]:
     """Called where a link turns paid, in that transaction; once per link and channel."""
     lab = session.get_one(Lab, link.lab_id)
     channels = messages.settings_of(lab).receipt_channels
-    return queue_message(session, link, "receipt", channels, dedupe=f"receipt:{link.id}")
+    return queue_once(session, link, "receipt", channels, dedupe=f"receipt:{link.id}")
 
 
 def schedule_reminders(session: Session, link: OnlinePayment, *,
@@ -197,7 +219,7 @@ def send_reminder(app: Flask, session: Session, job: Job) -> None:
     channels = session.scalars(select(Notification.channel).where(
         Notification.online_payment_id == link.id, Notification.template == "link")
         .distinct())
-    queue_message(session, link, "reminder", list(channels),
+    queue_once(session, link, "reminder", list(channels),
                   dedupe=f"reminder:{link.id}:{hours}")
 
 

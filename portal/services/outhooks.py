@@ -31,8 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import ColumnElement, event, func, select
+from sqlalchemy.orm import Session, SessionTransaction, object_session
 
 from .. import logmask
 from ..models import (
@@ -268,6 +268,7 @@ def create_endpoint(session: Session, config: Mapping[str, Any], lab: Lab, url: 
                                                     {"secret": secret}),
         enabled=True, created_by_id=user_id)
     session.add(endpoint)
+    forget_endpoints(session)
     session.flush()
     return NewEndpoint(endpoint, secret)
 
@@ -315,6 +316,33 @@ def endpoint_object(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 # --- events: written in the transaction of the change ------------------------------------------
 
+_KNOWN_ENDPOINTS = "portal_lab_has_endpoints"
+
+
+def has_endpoints_column(lab_id: ColumnElement[int]) -> ColumnElement[bool]:
+    """Whether the lab has an endpoint that may take events: read beside the lab in a query
+    the caller makes anyway, then `remember_endpoints`, and `emit` asks nothing for a lab
+    that has none (most labs)."""
+    return select(WebhookEndpoint.id).where(
+        WebhookEndpoint.lab_id == lab_id, WebhookEndpoint.enabled.is_(True),
+        WebhookEndpoint.deleted_at.is_(None)).exists().label("has_endpoints")
+
+
+def remember_endpoints(session: Session, lab_id: int, has_endpoints: bool) -> None:
+    """Kept for the rest of the session's transaction only."""
+    session.info.setdefault(_KNOWN_ENDPOINTS, {})[lab_id] = bool(has_endpoints)
+
+
+def forget_endpoints(session: Session) -> None:
+    session.info.pop(_KNOWN_ENDPOINTS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        forget_endpoints(session)
+
+
 def emit(session: Session, link: OnlinePayment, event_type: str, *,
          now: datetime | None = None) -> WebhookEvent | None:
     """Records `event_type` for `link` and one delivery per endpoint that wants it, in the
@@ -329,6 +357,8 @@ def emit_many(session: Session, links: Sequence[OnlinePayment], event_type: str,
     one look for earlier deliveries still going. Returns the events (none: no endpoint)."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
+    known = session.info.get(_KNOWN_ENDPOINTS, {})
+    links = [link for link in links if known.get(link.lab_id) is not False]
     if not links:
         return []
     endpoints: dict[int, list[WebhookEndpoint]] = {}

@@ -20,6 +20,7 @@ from gateways.base import (
 )
 from gateways.http import mask_secrets
 
+from ..extensions import reads_only
 from ..models import ExchangeKind, Payment
 from .events import Applied, apply_gateway_event
 from .keys import configured_gateway
@@ -54,26 +55,27 @@ def receive_webhook(session: Session, config: Mapping[str, Any], gateway_name: s
         transaction_id = None if reference else cls.extract_transaction_id(headers, raw_body)
     except MalformedPayload as exc:
         raise WebhookRejected("malformed_payload", exc.message) from None
-    payment = _find_payment(session, gateway_name, reference, transaction_id)
-    if payment is None and not reference:
-        raise IgnoredEvent("the event is about no payment of ours")
-    if payment is None:
-        raise WebhookRejected("unknown_reference", "No payment has this reference.")
-    lab_id, reference = payment
-    try:
-        gateway = configured_gateway(session, config, lab_id, gateway_name)
-        session.commit()  # nothing written yet; some gateways (PhonePe) call their API here
-        event = gateway.parse_webhook(headers, raw_body)
-    except SignatureError as exc:
-        log.warning("%s webhook for %s rejected: %s", gateway_name, reference, exc.message)
-        raise WebhookRejected("bad_signature", "Signature verification failed.") from None
-    except MalformedPayload as exc:
-        raise WebhookRejected("malformed_payload", exc.message) from None
-    except IgnoredEvent:
-        raise
-    except GatewayError as exc:  # not configured, an unknown status, or confirmation failed
-        log.error("%s webhook for %s not applied: %s", gateway_name, reference, exc.message)
-        raise WebhookRejected(exc.code, exc.message, retry=exc.retryable) from None
+    with reads_only():  # on SQLite, finding the lab's secret waits for no writer
+        found = _find_payment(session, gateway_name, reference, transaction_id)
+        if found is None and not reference:
+            raise IgnoredEvent("the event is about no payment of ours")
+        if found is None:
+            raise WebhookRejected("unknown_reference", "No payment has this reference.")
+        lab_id, reference, payment_id, link_id = found
+        try:
+            gateway = configured_gateway(session, config, lab_id, gateway_name)
+            session.commit()  # nothing written yet; some gateways (PhonePe) call their API here
+            event = gateway.parse_webhook(headers, raw_body)
+        except SignatureError as exc:
+            log.warning("%s webhook for %s rejected: %s", gateway_name, reference, exc.message)
+            raise WebhookRejected("bad_signature", "Signature verification failed.") from None
+        except MalformedPayload as exc:
+            raise WebhookRejected("malformed_payload", exc.message) from None
+        except IgnoredEvent:
+            raise
+        except GatewayError as exc:  # not configured, an unknown status, or confirmation failed
+            log.error("%s webhook for %s not applied: %s", gateway_name, reference, exc.message)
+            raise WebhookRejected(exc.code, exc.message, retry=exc.retryable) from None
     problem = _unstorable(event)
     if problem:
         log.warning("%s webhook for %s refused: %s", gateway_name, reference, problem)
@@ -85,7 +87,8 @@ def receive_webhook(session: Session, config: Mapping[str, Any], gateway_name: s
     secrets = cls.secret_values(gateway.credentials)
     applied = apply_gateway_event(session, lab_id=lab_id, gateway=gateway_name, event=event,
                                   kind=ExchangeKind.WEBHOOK_RECEIVED, signature_valid=True,
-                                  payload=mask_secrets(dict(event.raw), secrets))
+                                  payload=mask_secrets(dict(event.raw), secrets),
+                                  payment=(payment_id, link_id))
     return Received(applied, reference)
 
 
@@ -109,15 +112,17 @@ def _unstorable(event: GatewayEvent) -> str | None:
 
 
 def _find_payment(session: Session, gateway: str, reference: str,
-                  transaction_id: str | None) -> tuple[int, str] | None:
-    """(lab id, reference) of the payment an unverified event names, to pick the secret."""
+                  transaction_id: str | None) -> tuple[int, str, int, int] | None:
+    """(lab id, reference, payment id, link id) of the payment an unverified event names, to
+    pick the secret."""
+    columns = (Payment.lab_id, Payment.reference, Payment.id, Payment.online_payment_id)
     if reference:
-        query = select(Payment.lab_id, Payment.reference).where(
-            Payment.reference == reference, Payment.gateway == gateway)
+        query = select(*columns).where(Payment.reference == reference,
+                                       Payment.gateway == gateway)
     elif transaction_id:
-        query = select(Payment.lab_id, Payment.reference).where(
-            Payment.gateway == gateway, Payment.gateway_transaction_id == transaction_id)
+        query = select(*columns).where(Payment.gateway == gateway,
+                                       Payment.gateway_transaction_id == transaction_id)
     else:
         return None
     row = session.execute(query.limit(1)).first()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2], row[3]) if row else None
