@@ -18,7 +18,6 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -43,12 +42,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def insert_unless_exists(session: Session, table: Table, *unique: str) -> Any:
+def insert_unless_exists(session: Session, model: type[Base], *unique: str) -> Any:
     """`INSERT ... ON CONFLICT (unique) DO NOTHING` in the session's SQL dialect: one round
     trip where a look-then-insert took two, and no race between them."""
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(unique))
+    return insert(model).on_conflict_do_nothing(index_elements=list(unique))
 
 
 class UTCDateTime(TypeDecorator):

@@ -131,7 +131,7 @@ class FreshReadSession(Session):
 
     # Every ORM read (execute, scalar(s), get, refresh, lazy loads) passes through here.
     def _execute_internal(self, statement, params=None, *, execution_options=None, **kwargs):
-        if self.new or self.dirty or self.deleted:
+        if self.new or self.dirty or self.deleted or getattr(statement, "is_dml", False):
             return super()._execute_internal(statement, params,
                                              execution_options=execution_options, **kwargs)
         options = {**(execution_options or {}), "populate_existing": True}

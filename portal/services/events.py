@@ -148,19 +148,19 @@ def _record_first(session: Session, *, lab_id: int, gateway: str, kind: Exchange
                   link_id: int | None, payload: dict[str, Any]) -> int | None:
     """The exchange's id, or None when this gateway's event id is recorded already (one
     INSERT ... ON CONFLICT DO NOTHING: no savepoint, no second look)."""
-    table = PaymentGatewayTransaction.__table__
-    insert = insert_unless_exists(session, table, "gateway", "event_id")
+    insert = insert_unless_exists(session, PaymentGatewayTransaction, "gateway", "event_id")
     return session.execute(insert.values(
         lab_id=lab_id, gateway=gateway, kind=kind, payment_id=payment_id,
         online_payment_id=link_id, event_id=event.dedupe_id, event_type=event.type,
         signature_valid=signature_valid, success=True, outcome="", payload=payload)
-        .returning(table.c.id)).scalar()
+        .returning(PaymentGatewayTransaction.id)).scalar()
 
 
 def _finish_exchange(session: Session, exchange_id: int, outcome: str, success: bool) -> None:
-    session.execute(update(PaymentGatewayTransaction.__table__)
-                    .where(PaymentGatewayTransaction.__table__.c.id == exchange_id)
-                    .values(outcome=outcome[:500], success=success))
+    session.execute(update(PaymentGatewayTransaction)
+                    .where(PaymentGatewayTransaction.id == exchange_id)
+                    .values(outcome=outcome[:500], success=success)
+                    .execution_options(synchronize_session=False))
 
 
 def apply_event(session: Session, link: OnlinePayment, payment: Payment,

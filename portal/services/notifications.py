@@ -82,17 +82,16 @@ def queue_once(session: Session, link: OnlinePayment, kind: str, channels: Itera
     that does nothing when the row exists); returns the new rows' ids."""
     if kind not in messages.KINDS:
         raise ValueError(f"unknown message kind {kind!r}")
-    table = Notification.__table__
     queued = []
     for channel in dict.fromkeys(Channel(c) for c in channels):
         recipient = contact(link, channel)
         if not recipient:
             continue
-        row_id = session.execute(insert_unless_exists(session, table, "dedupe_key").values(
+        row_id = session.execute(insert_unless_exists(session, Notification, "dedupe_key").values(
             lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
             recipient=recipient, template=kind, dedupe_key=f"{dedupe}:{channel.value}",
             status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=utcnow())
-            .returning(table.c.id)).scalar()
+            .returning(Notification.id)).scalar()
         if row_id is not None:
             session.add(new_job("notification.send", {"notification_id": row_id},
                                 lab_id=link.lab_id, max_attempts=SEND_ATTEMPTS))
@@ -220,7 +219,7 @@ def send_reminder(app: Flask, session: Session, job: Job) -> None:
         Notification.online_payment_id == link.id, Notification.template == "link")
         .distinct())
     queue_once(session, link, "reminder", list(channels),
-                  dedupe=f"reminder:{link.id}:{hours}")
+               dedupe=f"reminder:{link.id}:{hours}")
 
 
 def send_notification(app: Flask, session: Session, job: Job) -> None:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from sqlalchemy import ColumnElement, event, func, select
-from sqlalchemy.orm import Session, SessionTransaction, object_session
+from sqlalchemy.orm import InstrumentedAttribute, Session, SessionTransaction, object_session
 
 from .. import logmask
 from ..models import (
@@ -319,7 +319,8 @@ def endpoint_object(endpoint: WebhookEndpoint) -> dict[str, Any]:
 _KNOWN_ENDPOINTS = "portal_lab_has_endpoints"
 
 
-def has_endpoints_column(lab_id: ColumnElement[int]) -> ColumnElement[bool]:
+def has_endpoints_column(lab_id: ColumnElement[int] | InstrumentedAttribute[int]
+                         ) -> ColumnElement[bool]:
     """Whether the lab has an endpoint that may take events: read beside the lab in a query
     the caller makes anyway, then `remember_endpoints`, and `emit` asks nothing for a lab
     that has none (most labs)."""
