@@ -106,23 +106,21 @@ def _can_save(link) -> bool:
 @read_only_view
 def page(token: str):
     """Rendered once, then reused while one query finds nothing changed (pagecache.py)."""
-    session = db_session()
     cache = _page_cache()
     # Everything of the request the page depends on: the language comes from these and from
     # the link and lab, which the version covers.
     key = (token, request.full_path, request.cookies.get(i18n.COOKIE),
            request.headers.get("Accept-Language"))
-    if cache.has(key):
-        found = pagecache.current_version(session, token)
-        if found is not None:
-            version, link_language, lab_language = found
-            cached = cache.get(key, version)
-            if cached is not None:
-                i18n.use(i18n.choose(link_language, lab_language))
-                return cached
+    version = pagecache.current_version(current_app.extensions["portal_db"].engine, token)
+    if version is None:
+        abort(404)
+    cached = cache.get(key, version)
+    if cached is not None:
+        i18n.use(i18n.choose(version.language, version.lab_language))
+        return cached
     link = _link(token)
     body, status_code = _page(link)
-    cache.put(key, pagecache.version_of(link), (body, status_code))
+    cache.put(key, version, link, (body, status_code))
     return body, status_code
 
 
