@@ -99,6 +99,11 @@ def run_once(app: Flask, session_factory: sessionmaker[Session], *, limit: int =
                 count = batch.release(jobs[index:])
                 log.info("stopping: %d claimed job(s) released to the queue", count)
                 return index
+            if job.lease_until is not None and job.lease_until <= utcnow():
+                # Earlier jobs took the whole lease: another worker may be running this one.
+                log.warning("job %s (%s) not started: its lease ran out while the batch ran",
+                            job.id, job.kind)
+                continue
             request_id = (job.payload or {}).get("request_id")
             token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
             try:
@@ -292,6 +297,11 @@ def session_factory_of(app: Flask) -> sessionmaker[Session]:
     return factory
 
 
+# Jobs a `portal worker` claims at a time: the claim, and for emails the read and the "done",
+# cost a statement and a commit each per batch, not per job.
+CLAIM_LIMIT = 25
+
+
 def run_worker(app: Flask, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
     """The worker loop: `portal worker`, or a thread beside the web server in `make run`."""
     session_factory = session_factory_of(app)
@@ -302,7 +312,8 @@ def run_worker(app: Flask, stop: threading.Event, *, poll_interval: float = 1.0)
         try:
             heartbeat.beat(session_factory)
             scheduler.tick(session_factory)
-            ran = run_once(app, session_factory, stop=stop, heartbeat=heartbeat)
+            ran = run_once(app, session_factory, limit=CLAIM_LIMIT, stop=stop,
+                           heartbeat=heartbeat)
         except Exception:
             log.exception("worker batch failed")
             ran = 0
