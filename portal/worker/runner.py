@@ -227,9 +227,10 @@ class BatchRun:
         """Claimed jobs not started go back to the queue now, with what `prepare` marked."""
         items: dict[int, tuple[Batched, list[Any]]] = {}
         for job in jobs:
-            if job.kind in BATCHED and self.prepared.get(job.id) is not None:
+            item = self.prepared.get(job.id)
+            if item is not None and item is not ALONE:
                 kind = BATCHED[job.kind]
-                items.setdefault(id(kind), (kind, []))[1].append(self.prepared[job.id])
+                items.setdefault(id(kind), (kind, []))[1].append(item)
         with self.session_factory() as session:
             for kind, prepared in items.values():
                 kind.release(session, prepared)

@@ -155,3 +155,26 @@ def test_a_batch_that_cannot_be_read_together_runs_one_job_at_a_time(app, db, la
     job = db.scalar(select(Job).where(Job.id == broken.id))
     assert (job.status, job.attempts) == (OutboxStatus.QUEUED, 1)  # retried later, alone
     assert job.last_error.startswith("KeyError")
+
+
+def test_a_stop_among_jobs_run_one_at_a_time_puts_the_rest_back(app, db, lab, monkeypatch):
+    make_links(db, lab, 2)
+    queue.enqueue(db, "notification.send", {}, lab_id=lab.id)  # the batch cannot be read
+    db.commit()
+    stop = threading.Event()
+    real_send = notifications.send_email
+
+    def send_then_stop(url, message):
+        real_send(url, message)
+        stop.set()
+
+    monkeypatch.setattr(notifications, "send_email", send_then_stop)
+    with SmtpServer() as smtp:
+        app.config["PORTAL_SMTP_URL"] = f"smtp://127.0.0.1:{smtp.port}"
+        assert runner.run_once(app, factory(app), stop=stop) == 1
+        assert len(smtp.received) == 1
+    first, second, broken = send_jobs(db)
+    assert (first.status, first.attempts) == (OutboxStatus.DONE, 1)
+    for job in (second, broken):
+        assert (job.status, job.attempts, job.lease_until) == (OutboxStatus.QUEUED, 0, None)
+    assert [r.status for r in rows(db)] == [OutboxStatus.DONE, OutboxStatus.QUEUED]
