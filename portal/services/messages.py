@@ -283,11 +283,13 @@ def render(settings: MessageSettings, kind: str, values: dict[str, str],
                                              for name in PLACEHOLDERS[kind]))
 
 
-def render_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str) -> Message:
-    """The message in the link's language (the lab's default for links made before 0008)."""
+def render_for(lab: Lab, link: OnlinePayment, kind: str, base_url: str,
+               settings: MessageSettings | None = None) -> Message:
+    """The message in the link's language (the lab's default for links made before 0008);
+    `settings`: the lab's, parsed already (the worker parses them once per batch)."""
     language = language_of(lab, link)
-    return render(settings_of(lab), kind, values_for(lab, link, kind, base_url, language),
-                  language)
+    return render(settings or settings_of(lab), kind,
+                  values_for(lab, link, kind, base_url, language), language)
 
 
 def _plain(text: str) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask, render_template
 from markupsafe import Markup, escape
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .. import i18n, logmask, metrics
@@ -222,57 +223,149 @@ def send_reminder(app: Flask, session: Session, job: Job) -> None:
                dedupe=f"reminder:{link.id}:{hours}")
 
 
-def send_notification(app: Flask, session: Session, job: Job) -> None:
-    row = session.get(Notification, job.payload["notification_id"])
-    if row is None or row.status in (OutboxStatus.DONE, OutboxStatus.DEAD):
-        return  # sent already (a worker died before closing its job), or given up
-    link = session.get_one(OnlinePayment, row.online_payment_id)
-    lab = session.get_one(Lab, row.lab_id)
-    now = utcnow()
-    status = link.effective_status(now)
-    if row.template != "receipt" and status not in OPEN_LINK_STATES:
-        row.status = OutboxStatus.DONE  # done, never sent: sent_at stays empty
-        row.last_error = f"Not sent: the link is {status.value.replace('_', ' ')}."
-        _count(row, "skipped")
-        return
-    message = messages.render_for(lab, link, row.template, app.config["PORTAL_BASE_URL"])
-    settings = messages.settings_of(lab)
-    row.status = OutboxStatus.RUNNING
-    row.attempts = job.attempts
-    row.lease_until = job.lease_until
-    session.commit()  # no transaction stays open across SMTP or HTTP
+@dataclass
+class Outgoing:
+    """One claimed `notification.send` job with its row, link and lab, loaded for sending.
 
-    try:
-        if row.channel == Channel.EMAIL:
-            note = _send_email(app, lab, link, row, message)
-        elif row.channel == Channel.WHATSAPP:
-            note = _send_whatsapp(app, lab, link, row, message, settings)
+    Read in one query for a whole batch of jobs; sending needs no database (the objects are
+    detached), and what a send leaves behind is written with the job's "done" (`record_sent`).
+    """
+
+    job: Job
+    row: Notification
+    link: OnlinePayment | None
+    lab: Lab
+    settings: messages.MessageSettings
+    skip: str | None = None  # why it is not sent: the link closed before its message went
+
+
+def prepare_sends(app: Flask, session: Session, jobs: Sequence[Job]) -> dict[int, Outgoing]:
+    """Loads the rows of these send jobs with their links and labs (one query), and marks the
+    ones to send running; by job id. The caller commits before sending: no transaction stays
+    open across SMTP or HTTP. A job whose row is gone, sent or dead is left out: it is done,
+    with nothing to do (a worker died before closing it)."""
+    by_row = {job.payload["notification_id"]: job for job in jobs}
+    if not by_row:
+        return {}
+    found = session.execute(
+        select(Notification, OnlinePayment, Lab)
+        .join(Lab, Lab.id == Notification.lab_id)
+        .outerjoin(OnlinePayment, (OnlinePayment.id == Notification.online_payment_id)
+                   & (OnlinePayment.lab_id == Notification.lab_id))
+        .where(Notification.id.in_(list(by_row)))).all()
+    settings: dict[int, messages.MessageSettings] = {}  # parsed once per lab and batch
+    now = utcnow()
+    prepared: dict[int, Outgoing] = {}
+    running: dict[tuple[int, datetime | None], list[int]] = {}
+    for row, link, lab in found:
+        job = by_row[row.id]
+        if row.status in (OutboxStatus.DONE, OutboxStatus.DEAD):
+            continue
+        if lab.id not in settings:
+            settings[lab.id] = messages.settings_of(lab)
+        item = Outgoing(job=job, row=row, link=link, lab=lab, settings=settings[lab.id])
+        status = link.effective_status(now) if link is not None else None
+        if status is not None and row.template != "receipt" and status not in OPEN_LINK_STATES:
+            item.skip = f"Not sent: the link is {status.value.replace('_', ' ')}."
         else:
-            note = _send_sms(app, link, row, message, settings)
+            running.setdefault((job.attempts, job.lease_until), []).append(row.id)
+        prepared[job.id] = item
+    for (attempts, lease_until), ids in running.items():  # one UPDATE for a batch, as a rule
+        session.execute(update(Notification).where(Notification.id.in_(ids))
+                        .values(status=OutboxStatus.RUNNING, attempts=attempts,
+                                lease_until=lease_until)
+                        .execution_options(synchronize_session=False))
+    return prepared
+
+
+def deliver(app: Flask, item: Outgoing) -> str | None:
+    """Sends one prepared message (no database); returns a note for staff when it was only
+    logged. Raises when it could not be sent (`record_failure` says what happens next)."""
+    if item.skip is not None:
+        return item.skip
+    link, lab, row = item.link, item.lab, item.row
+    if link is None:
+        raise LookupError(f"notification {row.id} has no link of lab {row.lab_id}")
+    message = messages.render_for(lab, link, row.template, app.config["PORTAL_BASE_URL"],
+                                  item.settings)
+    if row.channel == Channel.EMAIL:
+        return _send_email(app, lab, link, row, message)
+    if row.channel == Channel.WHATSAPP:
+        return _send_whatsapp(app, lab, link, row, message, item.settings)
+    return _send_sms(app, link, row, message, item.settings)
+
+
+def record_sent(session: Session, sent: Sequence[tuple[Outgoing, str | None, datetime]]) -> None:
+    """Rows done, in the transaction that marks their jobs done (`queue.complete_many`):
+    (item, note for staff or None, when it went) each; one executemany per kind of row."""
+    skipped, went = [], []
+    for item, note, sent_at in sent:
+        row = item.row
+        if item.skip is not None:  # done, never sent: sent_at stays empty
+            skipped.append({"id": row.id, "status": OutboxStatus.DONE, "last_error": item.skip})
+            _count(row, "skipped")
+        else:
+            went.append({"id": row.id, "status": OutboxStatus.DONE,
+                         "attempts": item.job.attempts, "lease_until": None, "last_error": note,
+                         # logged only: staff must not read "sent"
+                         "sent_at": None if note else sent_at})
+            _count(row, "logged" if note else "sent")
+    for values in (skipped, went):
+        if values:
+            session.execute(update(Notification), values)
+
+
+def record_failure(app: Flask, session: Session, item: Outgoing, exc: Exception) -> bool:
+    """A send that raised: the row waits for its retry, or is dead; commits. Returns True
+    when the job is done all the same (a permanent error: trying again cannot help)."""
+    row, job = item.row, item.job
+    # A provider may echo a credential in its error, which staff read on the link page.
+    logmask.remember(logmask.settings_secrets(app.config))
+    error = logmask.SECRETS.mask(redact(_describe(exc), item.link.token if item.link else ""))
+    error = error[:1000]
+    permanent = isinstance(exc, PermanentError)
+    values: dict[str, object] = {"attempts": job.attempts, "last_error": error,
+                                 "lease_until": None}
+    if permanent or job.attempts >= job.max_attempts:
+        values["status"] = OutboxStatus.DEAD
+        log.warning("notification %s is dead: %s", row.id, error)
+        state = "dead"
+    else:
+        values["status"] = OutboxStatus.QUEUED
+        values["next_attempt_at"] = utcnow() + backoff(job.attempts)
+        state = "retrying"
+    session.execute(update(Notification).where(Notification.id == row.id).values(**values)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+    _count(row, state)
+    return permanent
+
+
+def release_sends(session: Session, items: Iterable[Outgoing]) -> None:
+    """Rows marked running whose jobs were released unstarted (a worker stopping) wait again."""
+    for item in items:
+        if item.skip is None:
+            session.execute(update(Notification).where(
+                Notification.id == item.row.id, Notification.status == OutboxStatus.RUNNING,
+                Notification.attempts == item.job.attempts)
+                .values(status=OutboxStatus.QUEUED, attempts=item.job.attempts - 1,
+                        lease_until=None)
+                .execution_options(synchronize_session=False))
+
+
+def send_notification(app: Flask, session: Session, job: Job) -> None:
+    """One job alone; the worker sends a batch of them through the same steps (runner.py)."""
+    item = prepare_sends(app, session, [job]).get(job.id)
+    if item is None:
+        return  # sent already (a worker died before closing its job), or given up
+    session.commit()  # no transaction stays open across SMTP or HTTP
+    try:
+        note = deliver(app, item)
     except Exception as exc:
-        # A provider may echo a credential in its error, which staff read on the link page.
-        logmask.remember(logmask.settings_secrets(app.config))
-        error = logmask.SECRETS.mask(redact(_describe(exc), link.token))[:1000]
-        row.last_error = error
-        row.lease_until = None
-        if isinstance(exc, PermanentError) or job.attempts >= job.max_attempts:
-            row.status = OutboxStatus.DEAD
-            log.warning("notification %s is dead: %s", row.id, error)
-            session.commit()
-            _count(row, "dead")
-            if isinstance(exc, PermanentError):
-                return  # the job is done: trying again cannot help
-            raise
-        row.status = OutboxStatus.QUEUED
-        row.next_attempt_at = utcnow() + backoff(job.attempts)
-        session.commit()
-        _count(row, "retrying")
+        if record_failure(app, session, item, exc):
+            return  # the job is done: trying again cannot help
         raise
-    row.status = OutboxStatus.DONE
-    row.sent_at = None if note else utcnow()  # logged only: staff must not read "sent"
-    row.lease_until = None
-    row.last_error = note
-    _count(row, "logged" if note else "sent")
+    record_sent(session, [(item, note, utcnow())])
 
 
 def _count(row: Notification, state: str) -> None:

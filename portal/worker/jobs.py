@@ -24,7 +24,7 @@ from ..services import (
     refunds,
     sandbox,
 )
-from .queue import Handler, Periodic, prune
+from .queue import Batched, Handler, Periodic, prune
 
 
 def fetch_status(app: Flask, session: Session, job: Job) -> None:
@@ -90,6 +90,15 @@ HANDLERS: Final[dict[str, Handler]] = {
     "reconciliation.scan": scan_pending_payments,
     "expiry.sweep": sweep_expired_links,
     "jobs.prune": prune_jobs,
+}
+
+# Kinds the runner runs a batch at a time: one read for the batch's rows, one commit for many
+# "done"s (an email is a few milliseconds of work; a statement and a commit each cost as much).
+BATCHED: Final[dict[str, Batched]] = {
+    "notification.send": Batched(
+        prepare=notifications.prepare_sends, run=notifications.deliver,
+        record=notifications.record_sent, failed=notifications.record_failure,
+        release=notifications.release_sends),
 }
 
 # Enqueued by the runner once per interval, whatever the number of workers.

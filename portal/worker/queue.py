@@ -5,13 +5,13 @@ backoff. Services add jobs here in their own transaction; the runner claims and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .. import logs
@@ -25,6 +25,25 @@ KEEP_DONE_JOBS = timedelta(days=7)
 IN_CHUNK = 5000  # values in one IN (...): well under SQLite's and PostgreSQL's limits
 
 Handler = Callable[[Flask, Session, Job], None]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A job kind the runner runs a batch at a time (its `Handler` is the one-job form).
+
+    `prepare` reads what the claimed jobs need in one transaction (the runner commits it),
+    by job id, leaving out jobs with nothing to do; `run` does one job's outside work with
+    no database and returns its outcome; `record` writes the outcomes of many jobs in the
+    transaction that marks them done (`complete_many`); `failed` records a run that raised
+    and commits, returning True when the job is done all the same; `release` undoes
+    `prepare` for jobs released unstarted (a worker stopping), in the release's transaction.
+    """
+
+    prepare: Callable[[Flask, Session, Sequence[Job]], Mapping[int, Any]]
+    run: Callable[[Flask, Any], Any]
+    record: Callable[[Session, Sequence[tuple[Any, Any, datetime]]], None]
+    failed: Callable[[Flask, Session, Any, Exception], bool]
+    release: Callable[[Session, Iterable[Any]], None]
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,28 @@ def complete(session: Session, job_id: int, attempt: int) -> bool:
         return False
     session.commit()
     return True
+
+
+def complete_many(session: Session, claims: Collection[tuple[int, int]]) -> set[int]:
+    """`complete` for many claimed jobs in one statement, in the caller's transaction.
+
+    Returns the ids still ours: the caller writes the work of those alone, then commits, so
+    each job's work commits with its "done"; a job another worker took over keeps neither.
+    """
+    if not claims:
+        return set()
+    done = session.execute(
+        update(Job).where(tuple_(Job.id, Job.attempts).in_(list(claims)),
+                          Job.status == OutboxStatus.RUNNING)
+        .values(status=OutboxStatus.DONE, finished_at=utcnow(), lease_until=None,
+                last_error=None)
+        .returning(Job.id).execution_options(synchronize_session=False))
+    kept = set(done.scalars())
+    for job_id, attempt in claims:
+        if job_id not in kept:
+            log.warning("job %s attempt %s was taken over by another worker; its work is "
+                        "dropped", job_id, attempt)
+    return kept
 
 
 def finish(session: Session, job_id: int, attempt: int, error: str | None = None) -> None:

@@ -13,7 +13,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import delete, func, or_, select
@@ -21,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import logs, metrics
 from ..models import Job, OutboxStatus, WorkerHeartbeat, utcnow
-from .jobs import HANDLERS, PERIODIC
-from .queue import LEASE, claim, complete, finish, release
+from .jobs import BATCHED, HANDLERS, PERIODIC
+from .queue import LEASE, Batched, claim, complete, complete_many, finish, release
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +91,150 @@ def run_once(app: Flask, session_factory: sessionmaker[Session], *, limit: int =
     """
     with session_factory() as session:
         jobs = claim(session, limit=limit, lease=lease or job_lease(app))
-        claimed = [(job.id, job.kind, job.attempts, (job.payload or {}).get("request_id"))
-                   for job in jobs]
-    for index, (job_id, kind, attempt, request_id) in enumerate(claimed):
-        if stop is not None and stop.is_set():
-            with session_factory() as session:
-                count = release(session, [(c[0], c[2]) for c in claimed[index:]])
-            log.info("stopping: %d claimed job(s) released to the queue", count)
-            return index
-        token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
-        try:
-            run_job(app, session_factory, job_id, kind, attempt)
-        finally:
-            logs.reset_request_id(token)
-        if heartbeat is not None:
+    batch = BatchRun(app, session_factory)
+    try:
+        for index, job in enumerate(jobs):
+            if stop is not None and stop.is_set():
+                batch.flush()
+                count = batch.release(jobs[index:])
+                log.info("stopping: %d claimed job(s) released to the queue", count)
+                return index
+            if job.lease_until is not None and job.lease_until <= utcnow():
+                # Earlier jobs took the whole lease: another worker may be running this one.
+                log.warning("job %s (%s) not started: its lease ran out while the batch ran",
+                            job.id, job.kind)
+                continue
+            request_id = (job.payload or {}).get("request_id")
+            token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
             try:
-                heartbeat.beat(session_factory)
-            except Exception as exc:  # the next job matters more; the loop tries again
-                log.warning("worker heartbeat not written: %s", type(exc).__name__)
-    return len(claimed)
+                if job.kind in BATCHED:
+                    batch.run(job, jobs[index:])
+                else:
+                    batch.flush()
+                    run_job(app, session_factory, job.id, job.kind, job.attempts)
+            finally:
+                logs.reset_request_id(token)
+            if heartbeat is not None:
+                try:
+                    heartbeat.beat(session_factory)
+                except Exception as exc:  # the next job matters more; the loop tries again
+                    log.warning("worker heartbeat not written: %s", type(exc).__name__)
+    finally:
+        batch.flush()
+    return len(jobs)
+
+
+ALONE = object()  # a prepared item: run the job by itself, through its handler
+FLUSH_AFTER_SECONDS = 1.0  # a batch's "done"s wait at most this long (the lease is far longer)
+
+
+@dataclass
+class _Ran:
+    job: Job
+    kind: Batched
+    item: Any  # None: nothing to do (the job is done with no work)
+    outcome: Any
+    finished_at: datetime
+    started: float
+
+
+class BatchRun:
+    """The jobs of `BATCHED` kinds in one claimed batch: read together before the first runs,
+    and marked done together (with what each wrote) when the batch ends, before a job of
+    another kind, a failure or a stop, or after FLUSH_AFTER_SECONDS. Delivery stays at least
+    once: a worker killed before the commit leaves its jobs to be run again at lease end."""
+
+    def __init__(self, app: Flask, session_factory: sessionmaker[Session]) -> None:
+        self.app = app
+        self.session_factory = session_factory
+        self.prepared: dict[int, Any] = {}  # job id -> item (None: nothing to do)
+        self.ran: list[_Ran] = []
+
+    def run(self, job: Job, upcoming: list[Job]) -> None:
+        kind = BATCHED[job.kind]
+        started = time.perf_counter()
+        if job.id not in self.prepared:
+            self._prepare(kind, [j for j in upcoming
+                                 if j.kind == job.kind and j.id not in self.prepared])
+        item = self.prepared[job.id]
+        if item is ALONE:
+            self.flush()
+            run_job(self.app, self.session_factory, job.id, job.kind, job.attempts)
+            return
+        try:
+            with self.app.app_context():
+                outcome = kind.run(self.app, item) if item is not None else None
+        except Exception as exc:  # a job's failure must not stop the worker
+            self.flush()
+            log.warning("job %s (%s) failed: %s", job.id, job.kind, exc)
+            self._failed(job, kind, item, exc, started)
+            return
+        self.ran.append(_Ran(job, kind, item, outcome, utcnow(), started))
+        if time.perf_counter() - self.ran[0].started >= FLUSH_AFTER_SECONDS:
+            self.flush()
+
+    def _prepare(self, kind: Batched, jobs: list[Job]) -> None:
+        try:
+            with self.app.app_context(), self.session_factory() as session:
+                items = kind.prepare(self.app, session, jobs)
+                session.commit()  # no transaction stays open across SMTP or HTTP
+        except Exception as exc:  # one bad job must not hold up the others: one at a time
+            log.warning("preparing %d %s job(s) together failed (%s: %s); they run one at a "
+                        "time", len(jobs), jobs[0].kind, type(exc).__name__, exc)
+            self.prepared.update({j.id: ALONE for j in jobs})
+            return
+        self.prepared.update({j.id: items.get(j.id) for j in jobs})
+
+    def _failed(self, job: Job, kind: Batched, item: Any, exc: Exception, started: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        with self.app.app_context(), self.session_factory() as session:
+            if kind.failed(self.app, session, item, exc):
+                kept = complete(session, job.id, job.attempts)
+                metrics.JOBS.labels(job.kind, "done" if kept else "taken_over").inc()
+                log.info("job %s (%s) done in %.0f ms", job.id, job.kind,
+                         (time.perf_counter() - started) * 1000)
+                return
+            finish(session, job.id, job.attempts, error)
+        metrics.JOBS.labels(job.kind, "failed").inc()
+
+    def flush(self) -> None:
+        """Marks the jobs that ran done, and writes their outcomes, in one transaction."""
+        if not self.ran:
+            return
+        ran, self.ran = self.ran, []
+        with self.session_factory() as session:
+            kept = complete_many(session, [(r.job.id, r.job.attempts) for r in ran])
+            by_kind: dict[int, tuple[Batched, list[tuple[Any, Any, datetime]]]] = {}
+            for r in ran:
+                if r.job.id in kept and r.item is not None:
+                    by_kind.setdefault(id(r.kind), (r.kind, []))[1].append(
+                        (r.item, r.outcome, r.finished_at))
+            for kind, outcomes in by_kind.values():
+                kind.record(session, outcomes)
+            session.commit()
+        done = time.perf_counter()
+        for r in ran:
+            metrics.JOBS.labels(r.job.kind, "done" if r.job.id in kept else "taken_over").inc()
+            request_id = (r.job.payload or {}).get("request_id")
+            token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
+            try:
+                log.info("job %s (%s) done in %.0f ms", r.job.id, r.job.kind,
+                         (done - r.started) * 1000)
+            finally:
+                logs.reset_request_id(token)
+
+    def release(self, jobs: list[Job]) -> int:
+        """Claimed jobs not started go back to the queue now, with what `prepare` marked."""
+        items: dict[int, tuple[Batched, list[Any]]] = {}
+        for job in jobs:
+            item = self.prepared.get(job.id)
+            if item is not None and item is not ALONE:
+                kind = BATCHED[job.kind]
+                items.setdefault(id(kind), (kind, []))[1].append(item)
+        with self.session_factory() as session:
+            for kind, prepared in items.values():
+                kind.release(session, prepared)
+            return release(session, [(job.id, job.attempts) for job in jobs])
 
 
 def run_job(app: Flask, session_factory: sessionmaker[Session], job_id: int, kind: str,
@@ -171,6 +298,11 @@ def session_factory_of(app: Flask) -> sessionmaker[Session]:
     return factory
 
 
+# Jobs a `portal worker` claims at a time: the claim, and for emails the read and the "done",
+# cost a statement and a commit each per batch, not per job.
+CLAIM_LIMIT = 25
+
+
 def run_worker(app: Flask, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
     """The worker loop: `portal worker`, or a thread beside the web server in `make run`."""
     session_factory = session_factory_of(app)
@@ -181,7 +313,8 @@ def run_worker(app: Flask, stop: threading.Event, *, poll_interval: float = 1.0)
         try:
             heartbeat.beat(session_factory)
             scheduler.tick(session_factory)
-            ran = run_once(app, session_factory, stop=stop, heartbeat=heartbeat)
+            ran = run_once(app, session_factory, limit=CLAIM_LIMIT, stop=stop,
+                           heartbeat=heartbeat)
         except Exception:
             log.exception("worker batch failed")
             ran = 0

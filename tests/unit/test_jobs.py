@@ -119,3 +119,22 @@ def test_dedupe_reads_the_indexed_key_not_every_payload(app, db):
     job.status = OutboxStatus.DONE
     db.commit()
     assert queue.enqueue(db, "test.ok", {}, dedupe="once") is not None  # no longer queued
+
+
+def test_a_claimed_job_whose_lease_ran_out_meanwhile_is_not_started(app, db, monkeypatch):
+    first = queue.enqueue(db, "test.ok", {"n": 1})
+    second = queue.enqueue(db, "test.ok", {"n": 2})
+    db.commit()
+    later = utcnow() + timedelta(minutes=5)
+
+    def slow(app, session, job):  # takes longer than the lease
+        _succeeds(app, session, job)
+        monkeypatch.setattr(runner, "utcnow", lambda: later)
+
+    monkeypatch.setitem(jobs.HANDLERS, "test.ok", slow)
+    run(app)
+    done, waiting = (db.scalar(select(Job).where(Job.id == j.id)) for j in (first, second))
+    assert done.status == OutboxStatus.DONE
+    # Left to whichever worker claims it next (another may have already): not run here.
+    assert (waiting.status, waiting.attempts) == (OutboxStatus.RUNNING, 1)
+    assert "ran" not in waiting.payload

@@ -221,3 +221,32 @@ def test_a_bad_mail_from_is_a_permanent_error():
     with pytest.raises(PermanentError, match="PORTAL_MAIL_FROM is not an email address"):
         build_email(mail_from="payments", sender_name="x", to="a@b.in", to_name="",
                     subject="s", text="t", html="h", message_id="m")
+
+
+def test_a_line_break_in_a_name_or_subject_cannot_add_a_header():
+    import email
+    import email.policy
+
+    from portal.notify.email import build_email
+
+    built = build_email(mail_from="payments@lab.in", sender_name="City\r\nBcc: all@evil.test",
+                        to="a@b.in", to_name="Asha\nCc: x@evil.test", subject="Bill\r\nX: y",
+                        text="t", html="<p>t</p>", message_id="notification-1")
+    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert (parsed["Bcc"], parsed["Cc"], parsed["X"]) == (None, None, None)
+    assert parsed["From"].addresses[0].display_name == "City Bcc: all@evil.test"
+    assert parsed["Subject"] == "Bill X: y"
+
+
+def test_an_address_beyond_ascii_is_built_for_smtputf8():
+    from email.message import EmailMessage
+
+    from portal.notify.email import build_email
+
+    built = build_email(mail_from="payments@lab.in", sender_name="सिटी लैब्स", to="आशा@example.in",
+                        to_name="", subject="बिल B-1", text="नमस्ते", html="<p>x</p>",
+                        message_id="notification-1")
+    # The email package's own policy, which smtplib can send as SMTPUTF8; the classic
+    # MIME classes cannot.
+    assert isinstance(built, EmailMessage) and built["To"] == "आशा@example.in"
+    assert built.get_body(("plain",)).get_content() == "नमस्ते\n"
