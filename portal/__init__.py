@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Request, jsonify, render_template, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,6 +29,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.update(load_settings(app.instance_path))
     if overrides:
         app.config.update(overrides)
+    app.session_interface = CookieFirstSessionInterface()
     hops = int(app.config.get("PORTAL_TRUSTED_PROXIES") or 0)
     if hops:  # only when configured: otherwise anyone could forge their address
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
@@ -70,6 +72,16 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .cli import register_commands
     register_commands(app)
     return app
+
+
+class CookieFirstSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, but a request without the cookie (every patient's GET)
+    gets its empty session without a signing serializer being built first."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _security_headers(app: Flask) -> None:
