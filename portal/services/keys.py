@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS, Gateway
@@ -29,6 +30,11 @@ class CredentialsError(ValueError):
 def cipher(keys: list[str]) -> MultiFernet:
     if not keys:
         raise RuntimeError("PORTAL_ENCRYPTION_KEYS is empty")
+    return _cipher(tuple(keys))
+
+
+@functools.lru_cache(maxsize=8)
+def _cipher(keys: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([Fernet(k.encode()) for k in keys])
 
 
@@ -37,8 +43,15 @@ def encrypt(keys: list[str], credentials: Mapping[str, str]) -> bytes:
 
 
 def decrypt(keys: list[str], token: bytes) -> dict[str, str]:
+    return dict(_decrypt(tuple(keys), bytes(token)))
+
+
+@functools.lru_cache(maxsize=256)
+def _decrypt(keys: tuple[str, ...], token: bytes) -> dict[str, str]:
+    """Kept per process for the stored value (a webhook reads its lab's secret every time);
+    a changed credential is a new token. Callers get copies."""
     try:
-        credentials: dict[str, str] = json.loads(cipher(keys).decrypt(token))
+        credentials: dict[str, str] = json.loads(_cipher(keys).decrypt(token))
         return credentials
     except InvalidToken:
         raise RuntimeError("stored gateway keys cannot be decrypted with PORTAL_ENCRYPTION_KEYS"
@@ -147,17 +160,24 @@ def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
     return row is not None and row.enabled
 
 
+_STORED = select(PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
+                 PaymentGatewayKeys.credentials_encrypted).where(
+    PaymentGatewayKeys.lab_id == bindparam("lab_id"),
+    PaymentGatewayKeys.gateway == bindparam("gateway"))
+
+
 def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
                        gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""
     cls = GATEWAYS.get(gateway)
     if cls is None:
         raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
-    row = stored_keys(session, lab_id, gateway)
+    row = session.execute(_STORED, {"lab_id": lab_id, "gateway": gateway}).first()
     if row is None or not row.enabled:
         raise GatewayError(f"The lab has not set up {cls.display_name} yet.",
                            code="not_configured")
-    credentials = _decrypted(config["PORTAL_ENCRYPTION_KEYS"], row)
+    credentials = decrypt(config["PORTAL_ENCRYPTION_KEYS"], row.credentials_encrypted)
+    remember_secrets(gateway, credentials)
     api_base = gateway_api_base(config, gateway)
     if api_base is None and row.mode == GatewayMode.TEST and cls.sandbox_api_base:
         api_base = cls.sandbox_api_base
