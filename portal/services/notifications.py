@@ -88,11 +88,13 @@ def queue_once(session: Session, link: OnlinePayment, kind: str, channels: Itera
         recipient = contact(link, channel)
         if not recipient:
             continue
-        row_id = session.execute(insert_unless_exists(session, Notification, "dedupe_key").values(
-            lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
-            recipient=recipient, template=kind, dedupe_key=f"{dedupe}:{channel.value}",
-            status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=utcnow())
-            .returning(Notification.id)).scalar()
+        insert = insert_unless_exists(session, Notification, "dedupe_key")
+        with session.no_autoflush:  # the caller's changes go in one flush, at its commit
+            row_id = session.execute(insert.values(
+                lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
+                recipient=recipient, template=kind, dedupe_key=f"{dedupe}:{channel.value}",
+                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=utcnow())
+                .returning(Notification.id)).scalar()
         if row_id is not None:
             session.add(new_job("notification.send", {"notification_id": row_id},
                                 lab_id=link.lab_id, max_attempts=SEND_ATTEMPTS))
