@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -432,7 +433,8 @@ class Refund(TimestampMixin, Base):
 class PaymentTotal(Base):
     """Payments counted and summed per lab, currency, status and gateway, kept by triggers
     on `payments` (portal/totals_ddl.py): the transactions page's totals without reading
-    every payment."""
+    every payment. Each key is spread over `totals_ddl.SLOTS` rows (payment id modulo), so
+    concurrent payments of one lab do not queue on one row's lock; readers sum them."""
 
     __tablename__ = "payment_totals"
 
@@ -440,6 +442,7 @@ class PaymentTotal(Base):
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     status: Mapped[str] = mapped_column(String(24), primary_key=True)
     gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     amount: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded: Mapped[int] = mapped_column(BigInteger, default=0)

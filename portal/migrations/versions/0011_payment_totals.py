@@ -36,8 +36,8 @@ def upgrade() -> None:
     # Filled and then kept: on PostgreSQL the lock stops payments changing in between.
     if dialect == "postgresql":
         op.execute("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")
-    op.execute(totals_ddl.REBUILD)
-    for statement in totals_ddl.create(dialect):
+    op.execute(totals_ddl.rebuild(slots=None))
+    for statement in totals_ddl.create(dialect, slots=None):
         op.execute(statement)
 
 
