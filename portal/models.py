@@ -527,6 +527,8 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
+    lab: Mapped[Lab] = relationship()
+
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"

@@ -147,6 +147,13 @@ def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
     return row is not None and row.enabled
 
 
+def configured_gateways(session: Session, lab_id: int) -> set[str]:
+    """The names of the gateways `is_configured` for the lab, in one query."""
+    return {name for name in session.scalars(select(PaymentGatewayKeys.gateway).where(
+        PaymentGatewayKeys.lab_id == lab_id, PaymentGatewayKeys.enabled.is_(True)))
+        if name in GATEWAYS}
+
+
 def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
                        gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""

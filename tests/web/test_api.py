@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from portal.api.openapi import document
-from portal.models import LinkStatus, OnlinePayment, Payment, PaymentStatus, utcnow
+from portal.models import ApiKey, LinkStatus, OnlinePayment, Payment, PaymentStatus, utcnow
 from portal.worker.runner import wait_idle
 from tests.api_helpers import make_api_key
 from tests.conftest import serving
@@ -248,3 +248,42 @@ def test_documented_request_examples_work_against_the_app(app, client, key, db):
     link = db.get(OnlinePayment, answer.json["id"])
     assert link.status == LinkStatus.CREATED
     assert link.expires_at > utcnow() + timedelta(days=2)
+
+
+def statements_of(app, send) -> list[str]:
+    seen: list[str] = []
+    engine = app.extensions["portal_db"].engine
+
+    def record(conn, cursor, statement, *args):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_initiate_reads_the_key_and_its_lab_together_in_one_transaction(app, client, key, db):
+    """The key with its lab in one statement, the lab's gateways in one, one BEGIN (SQLite's
+    write lock taken once) for the whole request once the key's use is recorded."""
+    assert client.post("/payments/initiate", json=BODY, headers=auth(key)).status_code == 201
+    answers = []
+    seen = statements_of(app, lambda: answers.append(
+        client.post("/payments/initiate", json={**BODY, "bill_reference": "B-2"},
+                    headers=auth(key))))
+    assert answers[0].status_code == 201
+    assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert "FROM api_keys JOIN labs" in reads[0]
+    assert not [s for s in reads if s.startswith("SELECT labs.")]
+    assert len([s for s in reads if "FROM payment_gateway_keys" in s]) == 1
+    assert len(seen) <= 9
+
+
+def test_a_keys_use_is_recorded_even_when_its_request_is_refused(client, key, db):
+    assert db.scalar(select(ApiKey.last_used_at)) is None
+    answer = client.post("/payments/initiate", json={"amount": "x"}, headers=auth(key))
+    assert answer.status_code == 422
+    assert db.scalar(select(ApiKey.last_used_at)) is not None
