@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateways import GATEWAYS, Gateway
@@ -147,11 +147,13 @@ def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
     return row is not None and row.enabled
 
 
+_ENABLED = select(PaymentGatewayKeys.gateway).where(
+    PaymentGatewayKeys.lab_id == bindparam("lab_id"), PaymentGatewayKeys.enabled.is_(True))
+
+
 def configured_gateways(session: Session, lab_id: int) -> set[str]:
     """The names of the gateways `is_configured` for the lab, in one query."""
-    return {name for name in session.scalars(select(PaymentGatewayKeys.gateway).where(
-        PaymentGatewayKeys.lab_id == lab_id, PaymentGatewayKeys.enabled.is_(True)))
-        if name in GATEWAYS}
+    return {name for name in session.scalars(_ENABLED, {"lab_id": lab_id}) if name in GATEWAYS}
 
 
 def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,

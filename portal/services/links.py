@@ -23,7 +23,7 @@ from ..models import (
 from ..tokens import new_token
 from ..worker.queue import IN_CHUNK
 from . import events
-from .audit import audit
+from .audit import audit, audit_rows
 from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_messages, schedule_reminders_for
 from .outhooks import emit_many
@@ -101,6 +101,16 @@ def patient_for(session: Session, lab_id: int, data: NewLink) -> Customer:
     return patients_for(session, lab_id, [data])[0]
 
 
+# Built once: constructing a statement costs about as much as running it.
+_NEWEST_BY_EXTERNAL_ID = (select(Customer).where(
+    Customer.lab_id == bindparam("lab_id"), Customer.external_id == bindparam("external_id"))
+    .order_by(Customer.id.desc()).limit(1))
+_NEWEST_BY_CONTACT = (select(Customer).where(
+    Customer.lab_id == bindparam("lab_id"),
+    or_(Customer.phone == bindparam("phone"), Customer.email == bindparam("email")))
+    .order_by(Customer.id.desc()).limit(CANDIDATES))
+
+
 class _Patients:
     """The lab's patients a batch may go under, read in a few queries and kept indexed by
     contact, so that each item is matched as `patient_for` alone would: against the records
@@ -132,18 +142,11 @@ class _Patients:
         number (a family's, a clinic's desk phone) made each link slower than the last."""
         found: list[Customer] = []
         if data.external_id:
-            found.extend(self.session.scalars(select(Customer).where(
-                Customer.lab_id == self.lab_id, Customer.external_id == data.external_id)
-                .order_by(Customer.id.desc()).limit(1)))
-        keys = []
-        if data.phone:
-            keys.append(Customer.phone == data.phone)
-        if data.email:
-            keys.append(Customer.email == data.email)
-        if keys:
-            found.extend(self.session.scalars(select(Customer).where(
-                Customer.lab_id == self.lab_id, or_(*keys))
-                .order_by(Customer.id.desc()).limit(CANDIDATES)))
+            found.extend(self.session.scalars(_NEWEST_BY_EXTERNAL_ID, {
+                "lab_id": self.lab_id, "external_id": data.external_id}))
+        if data.phone or data.email:  # a missing one is NULL, which equals nothing
+            found.extend(self.session.scalars(_NEWEST_BY_CONTACT, {
+                "lab_id": self.lab_id, "phone": data.phone, "email": data.email}))
         return found
 
     def _read(self, keys: list[tuple[Any, set[Any]]]) -> list[Customer]:
@@ -243,13 +246,15 @@ def create_links(session: Session, lab: Lab, items: Sequence[NewLink], *, user_i
     ) for data, customer in zip(items, customers, strict=True)]
     session.add_all(links)
     session.flush()
-    for link, data, customer in zip(links, items, customers, strict=True):
+    for link in links:
         set_committed_value(link, "payments", [])  # new: none to read back
-        audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
-              object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
-              currency=link.currency, bill_reference=link.bill_reference,
-              customer_id=customer.id,
-              patient_renamed=data.customer_id is not None and data.rename_customer)
+    audit_rows(session, [{
+        "lab_id": lab.id, "user_id": user_id, "action": "link.create",
+        "object_type": "online_payment", "object_id": link.id, "ip": ip,
+        "detail": {"amount": link.amount, "currency": link.currency,
+                   "bill_reference": link.bill_reference, "customer_id": customer.id,
+                   "patient_renamed": data.customer_id is not None and data.rename_customer}}
+        for link, data, customer in zip(links, items, customers, strict=True)])
     # the outbox and the lab's webhooks: same transaction
     queue_link_messages(session, [(link, data.notify) for link, data in zip(links, items,
                                                                             strict=True)])
