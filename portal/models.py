@@ -25,7 +25,13 @@ from sqlalchemy import (
     event,
     func,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    query_expression,
+    relationship,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -194,6 +200,9 @@ class Lab(TimestampMixin, Base):
     address: Mapped[str] = mapped_column(Text, default="", server_default="")
     phone: Mapped[str | None] = mapped_column(String(20))  # E.164
     email: Mapped[str | None] = mapped_column(String(254))
+    # Whether default_gateway has enabled keys, where a query asks for it (the API's key
+    # lookup: services.api_keys); None when not asked.
+    default_gateway_ready: Mapped[bool | None] = query_expression()
 
     __table_args__ = (CheckConstraint("default_expiry_hours > 0", name="expiry_positive"),)
 

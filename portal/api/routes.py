@@ -145,7 +145,7 @@ def initiate():
     body = _json_body()
     session = db_session()
     lab = _lab()
-    configured = configured_gateways(session, lab.id)
+    configured = _gateways_for(session, lab, body)
     data, metadata = parse_initiate(body, lab=lab, gateways=configured, now=utcnow())
     if data.gateway is None and lab.default_gateway not in configured:
         raise ApiError(422, "gateway_not_configured",
@@ -154,6 +154,15 @@ def initiate():
     session.commit()
     current_app.logger.info("API key %s created link %s", g.api_key_id, link.id)
     return jsonify(link_json(link)), 201
+
+
+def _gateways_for(session, lab: Lab, body) -> set[str]:
+    """The lab's gateways an initiate body can use. Only a body that names one needs them
+    all read; for the default, whether it is set up came with the API key."""
+    named = body.get("gateway") if isinstance(body, dict) else None
+    if named is None and lab.default_gateway_ready is not None:
+        return {lab.default_gateway} if lab.default_gateway_ready else set()
+    return configured_gateways(session, lab.id)
 
 
 @bp.post("/payments/batch")

@@ -16,11 +16,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import ApiKey, utcnow
+from ..models import ApiKey, Lab, PaymentGatewayKeys, utcnow
 from .audit import audit
 
 KEY_FORMAT = re.compile(r"(lpk_[0-9a-f]{12})_([A-Za-z0-9_-]{43})")
@@ -70,9 +70,14 @@ def revoke_api_key(session: Session, lab_id: int, key_id: int, *, actor_id: int 
     return row
 
 
-# Built once; the key's lab comes in the same statement (every API request needs both).
-_BY_PREFIX = (select(ApiKey).where(ApiKey.prefix == bindparam("prefix"))
-              .options(joinedload(ApiKey.lab, innerjoin=True)))
+# Built once. The key's lab, and whether its default gateway is set up, come in the same
+# statement: every API request needs the lab, and creating a link needs the gateway.
+_BY_PREFIX = (select(ApiKey).join(ApiKey.lab).where(ApiKey.prefix == bindparam("prefix"))
+              .options(contains_eager(ApiKey.lab).with_expression(
+                  Lab.default_gateway_ready, exists().where(
+                      PaymentGatewayKeys.lab_id == Lab.id,
+                      PaymentGatewayKeys.gateway == Lab.default_gateway,
+                      PaymentGatewayKeys.enabled.is_(True)))))
 
 
 def find_api_key(session: Session, presented: str | None) -> ApiKey | None:

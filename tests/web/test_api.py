@@ -276,10 +276,33 @@ def test_initiate_reads_the_key_and_its_lab_together_in_one_transaction(app, cli
     assert answers[0].status_code == 201
     assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
     reads = [s for s in seen if s.startswith("SELECT")]
-    assert "FROM api_keys JOIN labs" in reads[0]
-    assert not [s for s in reads if s.startswith("SELECT labs.")]
-    assert len([s for s in reads if "FROM payment_gateway_keys" in s]) == 1
-    assert len(seen) <= 9
+    assert "FROM api_keys JOIN labs" in reads[0] and "payment_gateway_keys" in reads[0]
+    assert not [s for s in reads[1:] if "FROM labs" in s or "payment_gateway_keys" in s]
+    assert len(seen) <= 8
+
+
+def test_initiate_needs_the_default_or_the_named_gateway_set_up(client, key, db, lab):
+    from portal.models import PaymentGatewayKeys
+
+    keys = db.scalar(select(PaymentGatewayKeys).where(PaymentGatewayKeys.lab_id == lab.id))
+    keys.enabled = False
+    db.commit()
+    answer = client.post("/payments/initiate", json=BODY, headers=auth(key))
+    assert answer.status_code == 422
+    assert answer.json["error"]["code"] == "gateway_not_configured"
+    named = client.post("/payments/initiate", json={**BODY, "gateway": "sandbox"},
+                        headers=auth(key))
+    assert named.status_code == 422 and "gateway" in named.json["error"]["fields"]
+    keys.enabled = True
+    db.commit()
+    lab.default_gateway = "stripe"  # not set up; the sandbox is
+    db.commit()
+    assert client.post("/payments/initiate", json=BODY, headers=auth(
+        key)).json["error"]["code"] == "gateway_not_configured"
+    named = client.post("/payments/initiate", json={**BODY, "gateway": "sandbox"},
+                        headers=auth(key))
+    assert named.status_code == 201 and named.json["gateway"] == "sandbox"
+    assert db.scalar(select(func.count()).select_from(OnlinePayment)) == 1
 
 
 def test_a_keys_use_is_recorded_even_when_its_request_is_refused(client, key, db):
