@@ -11,7 +11,15 @@ from referencing.jsonschema import DRAFT202012
 from sqlalchemy import event, func, select
 
 from portal.api.openapi import document
-from portal.models import ApiKey, LinkStatus, OnlinePayment, Payment, PaymentStatus, utcnow
+from portal.models import (
+    ApiKey,
+    IdempotencyKey,
+    LinkStatus,
+    OnlinePayment,
+    Payment,
+    PaymentStatus,
+    utcnow,
+)
 from portal.worker.runner import wait_idle
 from tests.api_helpers import make_api_key
 from tests.conftest import serving
@@ -310,3 +318,25 @@ def test_a_keys_use_is_recorded_even_when_its_request_is_refused(client, key, db
     answer = client.post("/payments/initiate", json={"amount": "x"}, headers=auth(key))
     assert answer.status_code == 422
     assert db.scalar(select(ApiKey.last_used_at)) is not None
+
+
+def test_an_expired_or_abandoned_idempotency_key_starts_afresh(client, key, db):
+    kept = client.post("/payments/initiate", json=BODY,
+                       headers=auth(key, **{"Idempotency-Key": "old-1"}))
+    assert kept.status_code == 201
+    db.scalar(select(IdempotencyKey)).created_at = utcnow() - timedelta(hours=25)
+    db.add(IdempotencyKey(lab_id=db.scalar(select(ApiKey.lab_id)), key="died-1",
+                          fingerprint="x", in_flight=True,
+                          created_at=utcnow() - timedelta(minutes=3)))
+    db.commit()
+    again = client.post("/payments/initiate", json=BODY,
+                        headers=auth(key, **{"Idempotency-Key": "old-1"}))
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert again.json["id"] != kept.json["id"]
+    retried = client.post("/payments/initiate", json={**BODY, "bill_reference": "B-9"},
+                          headers=auth(key, **{"Idempotency-Key": "died-1"}))
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    rows = {row.key: row for row in db.scalars(select(IdempotencyKey))}
+    assert set(rows) == {"old-1", "died-1"}
+    assert not rows["old-1"].in_flight and rows["old-1"].response_status == 201
+    assert not rows["died-1"].in_flight and rows["died-1"].response_status == 201
