@@ -10,7 +10,7 @@ from sqlalchemy import select
 from gateways.base import GatewayError
 
 from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
-from ..extensions import csrf, db_session
+from ..extensions import csrf, db_session, reads_only
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
 from ..ratelimits import take as take_limit
 from ..services import api_objects, bulk, idempotency
@@ -40,14 +40,21 @@ def authenticate():
         raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
     scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
     session = db_session()
-    key = find_api_key(session, presented.strip()) if scheme.lower() == "bearer" else None
+    with reads_only():  # SQLite: read without taking the write lock (see below)
+        key = find_api_key(session, presented.strip()) if scheme.lower() == "bearer" \
+            else None
     if key is None:
         session.rollback()
         raise ApiError(401, "unauthorized", "A valid API key is required: "
                        "Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"})
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has one writer at a time and its read cannot safely become a write: the read
+        # ends here, and the write lock is taken at the view's first statement, after the
+        # body is parsed and checked, and held only through its writes and commit.
+        session.commit()
     if touch_api_key(session, key):
         session.commit()  # the use is recorded even when the request then fails
-    # Otherwise the transaction goes on into the view: one BEGIN and COMMIT per request.
+    # On PostgreSQL the transaction goes on into the view: one BEGIN and COMMIT per request.
     wait = take_limit("api", key.id)
     if wait:
         raise ApiError(429, "rate_limited", "Too many requests for this API key.",

@@ -273,16 +273,20 @@ def statements_of(app, send) -> list[str]:
     return seen
 
 
-def test_initiate_reads_the_key_and_its_lab_together_in_one_transaction(app, client, key, db):
-    """The key with its lab in one statement, the lab's gateways in one, one BEGIN (SQLite's
-    write lock taken once) for the whole request once the key's use is recorded."""
+def test_initiate_reads_the_key_and_its_lab_together_and_writes_in_one_transaction(
+        app, client, key, db):
+    """The key with its lab and whether its gateway is set up in one statement, read without
+    SQLite's write lock; the lock taken once, for the patient's read and the writes, once the
+    key's use is recorded."""
     assert client.post("/payments/initiate", json=BODY, headers=auth(key)).status_code == 201
     answers = []
     seen = statements_of(app, lambda: answers.append(
         client.post("/payments/initiate", json={**BODY, "bill_reference": "B-2"},
                     headers=auth(key))))
     assert answers[0].status_code == 201
-    assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN", "BEGIN IMMEDIATE"]
+    assert seen[1].startswith("SELECT") and "FROM api_keys" in seen[1]
+    assert seen[2] == "BEGIN IMMEDIATE" and "FROM customers" in seen[3]
     reads = [s for s in seen if s.startswith("SELECT")]
     assert "FROM api_keys JOIN labs" in reads[0] and "payment_gateway_keys" in reads[0]
     assert not [s for s in reads[1:] if "FROM labs" in s or "payment_gateway_keys" in s]
