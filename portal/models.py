@@ -28,7 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    query_expression,
+    relationship,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -205,6 +212,9 @@ class Lab(TimestampMixin, Base):
     address: Mapped[str] = mapped_column(Text, default="", server_default="")
     phone: Mapped[str | None] = mapped_column(String(20))  # E.164
     email: Mapped[str | None] = mapped_column(String(254))
+    # Whether default_gateway has enabled keys, where a query asks for it (the API's key
+    # lookup: services.api_keys); None when not asked.
+    default_gateway_ready: Mapped[bool | None] = query_expression()
 
     __table_args__ = (CheckConstraint("default_expiry_hours > 0", name="expiry_positive"),)
 
@@ -539,6 +549,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+    lab: Mapped[Lab] = relationship()
 
 
 class IdempotencyKey(Base):

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 from flask import Flask, abort, current_app, request
 from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.util import WindowStats
 
 from . import metrics
 
@@ -47,6 +48,69 @@ class Rule:
     item: RateLimitItem
 
 
+class LocalWindows:
+    """This process's sliding window counters: the arithmetic of `limits`' sliding window
+    counter over a plain dict.
+
+    `limits`' MemoryStorage starts a new expiry thread (threading.Timer) on any hit more than
+    10 ms after its last one, which is a thread per request at an API client's ordinary pace.
+    Here windows that can no longer count are dropped inline, at most once a SWEEP_EVERY.
+    """
+
+    SWEEP_EVERY = 60.0  # seconds
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int], tuple[int, int]] = {}  # (key, window) -> hits, expiry
+        self._next_sweep = time.time() + self.SWEEP_EVERY
+
+    def _window(self, item: RateLimitItem, ids: tuple[str, ...], now: float
+                ) -> tuple[str, int, int, int, int]:
+        """key, expiry, this window's number, and the previous and current windows' hits."""
+        key, expiry = item.key_for(*ids), item.get_expiry()
+        number = int(now // expiry)
+        previous = self._counts.get((key, number - 1), (0, 0))[0]
+        current = self._counts.get((key, number), (0, 0))[0]
+        return key, expiry, number, previous, current
+
+    def hit(self, item: RateLimitItem, *ids: str) -> bool:
+        now = time.time()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            key, expiry, number, previous, current = self._window(item, ids, now)
+            # The previous window counts for the part of it still inside the sliding window.
+            weighted = previous * (1 - (now % expiry) / expiry) + current
+            if math.floor(weighted) + 1 > item.amount:
+                return False
+            self._counts[(key, number)] = (current + 1, expiry)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *ids: str) -> WindowStats:
+        """When the next hit may be allowed, as `limits` reckons it (for Retry-After)."""
+        now = time.time()
+        with self._lock:
+            _key, expiry, _number, previous, current = self._window(item, ids, now)
+        left_in_window = expiry - now % expiry
+        weighted = previous * left_in_window / expiry + current
+        remaining = max(0, item.amount - math.floor(weighted))
+        reset_in = math.inf
+        if previous:
+            reset_in = left_in_window % (expiry / previous)
+        if current:
+            reset_in = min(reset_in, left_in_window)
+        return WindowStats(now + (0 if reset_in == math.inf else reset_in), remaining)
+
+    def _sweep(self, now: float) -> None:
+        self._counts = {(key, number): value for (key, number), value in self._counts.items()
+                        if number >= int(now // value[1]) - 1}
+        self._next_sweep = now + self.SWEEP_EVERY
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
 class Limits:
     """One per app: the rules, the shared storage (or none) and this process's fallback."""
 
@@ -56,7 +120,7 @@ class Limits:
         self.rules = {"api": Rule("api", RateLimitItemPerMinute(api)),
                       "login": Rule("login", RateLimitItemPerMinute(login)),
                       "patient": Rule("patient", RateLimitItemPerMinute(patient))}
-        self._local: SlidingWindowCounterRateLimiter | None = None
+        self._local: LocalWindows | None = None
         self.shared: SlidingWindowCounterRateLimiter | None = None
         self.backend = "memory"
         if redis_url:
@@ -68,12 +132,12 @@ class Limits:
         self._down_until = 0.0
 
     @property
-    def local(self) -> SlidingWindowCounterRateLimiter:
-        """This process's counters; made on first need (its storage runs a timer thread)."""
+    def local(self) -> LocalWindows:
+        """This process's counters; made on first need."""
         if self._local is None:
             with self._lock:
                 if self._local is None:
-                    self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
+                    self._local = LocalWindows()
         return self._local
 
     def take(self, rule_name: str, *identifiers: object) -> int:
@@ -94,7 +158,7 @@ class Limits:
         metrics.RATE_LIMITED.labels(rule=rule.name).inc()
         return max(1, math.ceil(reset_at - time.time()))
 
-    def _limiter(self) -> SlidingWindowCounterRateLimiter:
+    def _limiter(self) -> SlidingWindowCounterRateLimiter | LocalWindows:
         if self.shared is None or time.monotonic() < self._down_until:
             return self.local
         if self._down_until:
@@ -116,7 +180,7 @@ class Limits:
     def reset(self) -> None:
         """Forgets every count (tests); the shared storage's keys under this prefix too."""
         if self._local is not None:
-            self._local.storage.reset()
+            self._local.reset()
         if self.shared is not None:
             self.shared.storage.reset()
 

@@ -7,17 +7,16 @@ from dataclasses import replace
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from gateways import GATEWAYS
 from gateways.base import GatewayError
 
 from ..edge import CONTROL_IN_TEXT, MAX_ROW_ID, JsonRejected, load_json
-from ..extensions import csrf, db_session
+from ..extensions import csrf, db_session, reads_only
 from ..models import Lab, OnlinePayment, Payment, PaymentStatus, utcnow
 from ..ratelimits import take as take_limit
 from ..services import api_objects, bulk, idempotency
-from ..services.api_keys import authenticate_api_key
+from ..services.api_keys import find_api_key, touch_api_key
 from ..services.checkout import fetch_and_apply
-from ..services.keys import is_configured
+from ..services.keys import configured_gateways
 from ..services.links import create_link, get_link
 from ..services.refunds import RefundNotAllowed, request_refund
 from . import bp
@@ -41,25 +40,35 @@ def authenticate():
         raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
     scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
     session = db_session()
-    key = authenticate_api_key(session, presented.strip()) if scheme.lower() == "bearer" \
-        else None
+    with reads_only():  # SQLite: read without taking the write lock (see below)
+        key = find_api_key(session, presented.strip()) if scheme.lower() == "bearer" \
+            else None
     if key is None:
         session.rollback()
         raise ApiError(401, "unauthorized", "A valid API key is required: "
                        "Authorization: Bearer <key>.", headers={"WWW-Authenticate": "Bearer"})
-    session.commit()
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has one writer at a time and its read cannot safely become a write: the read
+        # ends here, and the write lock is taken at the view's first statement, after the
+        # body is parsed and checked, and held only through its writes and commit.
+        session.commit()
+    if touch_api_key(session, key):
+        session.commit()  # the use is recorded even when the request then fails
+    # On PostgreSQL the transaction goes on into the view: one BEGIN and COMMIT per request.
     wait = take_limit("api", key.id)
     if wait:
         raise ApiError(429, "rate_limited", "Too many requests for this API key.",
                        headers={"Retry-After": str(wait)})
     g.api_key_id = key.id
     g.lab_id = key.lab_id
-    session.commit()
+    g.lab = key.lab
     return None
 
 
 def _lab() -> Lab:
-    return db_session().get(Lab, g.lab_id)
+    """The key's lab, read with the key (a rollback expires it, and it is read again)."""
+    lab: Lab = g.lab
+    return lab
 
 
 @bp.errorhandler(ApiError)
@@ -143,7 +152,7 @@ def initiate():
     body = _json_body()
     session = db_session()
     lab = _lab()
-    configured = {name for name in GATEWAYS if is_configured(session, lab.id, name)}
+    configured = _gateways_for(session, lab, body)
     data, metadata = parse_initiate(body, lab=lab, gateways=configured, now=utcnow())
     if data.gateway is None and lab.default_gateway not in configured:
         raise ApiError(422, "gateway_not_configured",
@@ -152,6 +161,15 @@ def initiate():
     session.commit()
     current_app.logger.info("API key %s created link %s", g.api_key_id, link.id)
     return jsonify(link_json(link)), 201
+
+
+def _gateways_for(session, lab: Lab, body) -> set[str]:
+    """The lab's gateways an initiate body can use. Only a body that names one needs them
+    all read; for the default, whether it is set up came with the API key."""
+    named = body.get("gateway") if isinstance(body, dict) else None
+    if named is None and lab.default_gateway_ready is not None:
+        return {lab.default_gateway} if lab.default_gateway_ready else set()
+    return configured_gateways(session, lab.id)
 
 
 @bp.post("/payments/batch")
@@ -170,7 +188,7 @@ def batch():
         raise invalid({"items": f"At most {MAX_BATCH_ITEMS} items in one batch."})
     session = db_session()
     lab = _lab()
-    configured = {name for name in GATEWAYS if is_configured(session, lab.id, name)}
+    configured = configured_gateways(session, lab.id)
     now = utcnow()
     parsed, problems = [], []
     for index, item in enumerate(items):

@@ -16,11 +16,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import ApiKey, utcnow
+from ..models import ApiKey, Lab, PaymentGatewayKeys, utcnow
 from .audit import audit
 
 KEY_FORMAT = re.compile(r"(lpk_[0-9a-f]{12})_([A-Za-z0-9_-]{43})")
@@ -70,26 +70,53 @@ def revoke_api_key(session: Session, lab_id: int, key_id: int, *, actor_id: int 
     return row
 
 
+# Built once. The key's lab, and whether its default gateway is set up, come in the same
+# statement: every API request needs the lab, and creating a link needs the gateway.
+_BY_PREFIX = (select(ApiKey).join(ApiKey.lab).where(ApiKey.prefix == bindparam("prefix"))
+              .options(contains_eager(ApiKey.lab).with_expression(
+                  Lab.default_gateway_ready, exists().where(
+                      PaymentGatewayKeys.lab_id == Lab.id,
+                      PaymentGatewayKeys.gateway == Lab.default_gateway,
+                      PaymentGatewayKeys.enabled.is_(True)))))
+
+
+def find_api_key(session: Session, presented: str | None) -> ApiKey | None:
+    """The live key the caller presented, with its lab loaded (`lab_id` is the tenant), or None.
+
+    Reads only; `touch_api_key` records the use.
+    """
+    match = KEY_FORMAT.fullmatch(presented or "")
+    if match is None:
+        return None
+    row = session.scalars(_BY_PREFIX, {"prefix": match[1]}).first()
+    if row is None or not hmac.compare_digest(row.key_hash, hash_key(match[0])):
+        return None
+    if row.revoked_at is not None:
+        return None
+    return row
+
+
+def touch_api_key(session: Session, row: ApiKey) -> bool:
+    """Records `last_used_at` at most once a minute; True when it wrote (the caller commits)."""
+    now = utcnow()
+    if row.last_used_at is not None and row.last_used_at > now - TOUCH_EVERY:
+        return False
+    # Conditional, so concurrent requests in the same minute write the row once.
+    session.execute(update(ApiKey).where(
+        ApiKey.id == row.id, or_(ApiKey.last_used_at.is_(None),
+                                 ApiKey.last_used_at <= now - TOUCH_EVERY))
+        .values(last_used_at=now).execution_options(synchronize_session=False))
+    set_committed_value(row, "last_used_at", now)
+    return True
+
+
 def authenticate_api_key(session: Session, presented: str | None) -> ApiKey | None:
     """The live key the caller presented (its `lab_id` is the tenant), or None.
 
     Records `last_used_at` at most once a minute; the caller commits, even on a read-only
     request, for that to stick.
     """
-    match = KEY_FORMAT.fullmatch(presented or "")
-    if match is None:
-        return None
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == match[1]))
-    if row is None or not hmac.compare_digest(row.key_hash, hash_key(match[0])):
-        return None
-    if row.revoked_at is not None:
-        return None
-    now = utcnow()
-    if row.last_used_at is None or row.last_used_at <= now - TOUCH_EVERY:
-        # Conditional, so concurrent requests in the same minute write the row once.
-        session.execute(update(ApiKey).where(
-            ApiKey.id == row.id, or_(ApiKey.last_used_at.is_(None),
-                                     ApiKey.last_used_at <= now - TOUCH_EVERY))
-            .values(last_used_at=now).execution_options(synchronize_session=False))
-        set_committed_value(row, "last_used_at", now)
+    row = find_api_key(session, presented)
+    if row is not None:
+        touch_api_key(session, row)
     return row

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,26 +46,49 @@ def fingerprint(method: str, path: str, raw_body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def _reserve(session: Session, lab_id: int, key: str, print_: str, now: datetime) -> bool:
+    """Inserts the in-flight row unless the key has one; True when this request inserted it.
+
+    ON CONFLICT DO NOTHING (PostgreSQL, SQLite 3.24+): a taken key costs no error, no
+    savepoint and no rolled-back transaction, and a new one a single statement.
+    """
+    dialect = session.get_bind().dialect.name
+    values = {"lab_id": lab_id, "key": key, "fingerprint": print_, "in_flight": True,
+              "created_at": now}
+    if dialect in ("postgresql", "sqlite"):
+        upsert = postgresql.insert(IdempotencyKey) if dialect == "postgresql" \
+            else sqlite.insert(IdempotencyKey)
+        inserted = session.execute(
+            upsert.values(**values).on_conflict_do_nothing(index_elements=["lab_id", "key"])
+            .returning(IdempotencyKey.id)).first()
+        return inserted is not None
+    try:
+        with session.begin_nested():
+            session.add(IdempotencyKey(**values))
+        return True
+    except IntegrityError:
+        return False
+
+
 def begin(session: Session, lab_id: int, key: str, print_: str) -> Stored | None:
     """Reserves `key` (committed) and returns None, or returns the response to replay."""
     now = utcnow()
-    session.execute(delete(IdempotencyKey).where(
-        IdempotencyKey.lab_id == lab_id, IdempotencyKey.key == key,
-        (IdempotencyKey.created_at < now - KEEP_FOR)
-        | (IdempotencyKey.in_flight.is_(True) & (IdempotencyKey.created_at < now - IN_FLIGHT_FOR))))
-    try:
-        with session.begin_nested():
-            session.add(IdempotencyKey(lab_id=lab_id, key=key, fingerprint=print_,
-                                       in_flight=True, created_at=now))
+    if _reserve(session, lab_id, key, print_, now):
         session.commit()
         return None
-    except IntegrityError:
-        session.rollback()
     row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.lab_id == lab_id,
                                                       IdempotencyKey.key == key))
-    session.commit()
     if row is None:  # finished and pruned between our two statements: a fresh start
+        session.commit()
         return begin(session, lab_id, key, print_)
+    if row.created_at < now - KEEP_FOR or (row.in_flight
+                                           and row.created_at < now - IN_FLIGHT_FOR):
+        # Kept long enough, or its request never finished (its process died): start afresh.
+        session.execute(delete(IdempotencyKey).where(
+            IdempotencyKey.id == row.id, IdempotencyKey.created_at == row.created_at))
+        session.commit()
+        return begin(session, lab_id, key, print_)
+    session.commit()
     if row.fingerprint != print_:
         raise KeyReused()
     if row.in_flight:
@@ -75,12 +99,10 @@ def begin(session: Session, lab_id: int, key: str, print_: str) -> Stored | None
 
 
 def finish(session: Session, lab_id: int, key: str, status: int, body: str) -> None:
-    row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.lab_id == lab_id,
-                                                      IdempotencyKey.key == key))
-    if row is not None:
-        row.in_flight = False
-        row.response_status = status
-        row.response_body = body
+    session.execute(update(IdempotencyKey).where(
+        IdempotencyKey.lab_id == lab_id, IdempotencyKey.key == key)
+        .values(in_flight=False, response_status=status, response_body=body)
+        .execution_options(synchronize_session=False))
     session.commit()
 
 

@@ -160,6 +160,15 @@ def is_configured(session: Session, lab_id: int, gateway: str) -> bool:
     return row is not None and row.enabled
 
 
+_ENABLED = select(PaymentGatewayKeys.gateway).where(
+    PaymentGatewayKeys.lab_id == bindparam("lab_id"), PaymentGatewayKeys.enabled.is_(True))
+
+
+def configured_gateways(session: Session, lab_id: int) -> set[str]:
+    """The names of the gateways `is_configured` for the lab, in one query."""
+    return {name for name in session.scalars(_ENABLED, {"lab_id": lab_id}) if name in GATEWAYS}
+
+
 _STORED = select(PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
                  PaymentGatewayKeys.credentials_encrypted).where(
     PaymentGatewayKeys.lab_id == bindparam("lab_id"),

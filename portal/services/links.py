@@ -23,7 +23,7 @@ from ..models import (
 from ..tokens import new_token
 from ..worker.queue import IN_CHUNK
 from . import events
-from .audit import audit
+from .audit import audit, audit_rows
 from .cancellation import queue_checkout_cancellation
 from .notifications import queue_link_messages, schedule_reminders_for
 from .outhooks import emit_many
@@ -32,6 +32,7 @@ from .search import escaped, looks_like_phone, phone_matches
 PAGE_SIZE = 25
 MAX_QUERY = 100
 NEWER = 2 ** 62  # a record made in this batch is newer than every stored one
+CANDIDATES = 10  # a contact's newest patients a new link may go under (families share phones)
 
 
 
@@ -100,6 +101,16 @@ def patient_for(session: Session, lab_id: int, data: NewLink) -> Customer:
     return patients_for(session, lab_id, [data])[0]
 
 
+# Built once: constructing a statement costs about as much as running it.
+_NEWEST_BY_EXTERNAL_ID = (select(Customer).where(
+    Customer.lab_id == bindparam("lab_id"), Customer.external_id == bindparam("external_id"))
+    .order_by(Customer.id.desc()).limit(1))
+_NEWEST_BY_CONTACT = (select(Customer).where(
+    Customer.lab_id == bindparam("lab_id"),
+    or_(Customer.phone == bindparam("phone"), Customer.email == bindparam("email")))
+    .order_by(Customer.id.desc()).limit(CANDIDATES))
+
+
 class _Patients:
     """The lab's patients a batch may go under, read in a few queries and kept indexed by
     contact, so that each item is matched as `patient_for` alone would: against the records
@@ -115,11 +126,28 @@ class _Patients:
         chosen = {d.customer_id for d in items if d.customer_id is not None}
         self.chosen = {c.id: c for c in self._read([(Customer.id, chosen)])}
         looked = [d for d in items if d.customer_id is None and not d.new_patient]
-        for customer in self._read([
+        if len(looked) == 1:
+            found = self._read_for_one(looked[0])
+        else:
+            found = self._read([
                 (Customer.phone, {d.phone for d in looked if d.phone}),
                 (Customer.email, {d.email for d in looked if d.email}),
-                (Customer.external_id, {d.external_id for d in looked if d.external_id})]):
+                (Customer.external_id, {d.external_id for d in looked if d.external_id})])
+        for customer in found:
             self._index(customer)
+
+    def _read_for_one(self, data: NewLink) -> list[Customer]:
+        """Only what `one_for` can pick for a lone item: the newest record with its patient id
+        and the newest CANDIDATES with its phone or email. Reading every record on a shared
+        number (a family's, a clinic's desk phone) made each link slower than the last."""
+        found: list[Customer] = []
+        if data.external_id:
+            found.extend(self.session.scalars(_NEWEST_BY_EXTERNAL_ID, {
+                "lab_id": self.lab_id, "external_id": data.external_id}))
+        if data.phone or data.email:  # a missing one is NULL, which equals nothing
+            found.extend(self.session.scalars(_NEWEST_BY_CONTACT, {
+                "lab_id": self.lab_id, "phone": data.phone, "email": data.email}))
+        return found
 
     def _read(self, keys: list[tuple[Any, set[Any]]]) -> list[Customer]:
         """The lab's records with any of these values in these columns (IN lists chunked)."""
@@ -167,7 +195,7 @@ class _Patients:
                     return found[0]
             candidates = self._newest_first(
                 [*self.by_phone.get(phone or "", []), *self.by_email.get(email or "", [])]
-            )[:10]
+            )[:CANDIDATES]
             for candidate in candidates:
                 if same_name(candidate.name, name):
                     self._fill(candidate, phone, email)
@@ -218,13 +246,15 @@ def create_links(session: Session, lab: Lab, items: Sequence[NewLink], *, user_i
     ) for data, customer in zip(items, customers, strict=True)]
     session.add_all(links)
     session.flush()
-    for link, data, customer in zip(links, items, customers, strict=True):
+    for link in links:
         set_committed_value(link, "payments", [])  # new: none to read back
-        audit(session, lab_id=lab.id, user_id=user_id, action="link.create",
-              object_type="online_payment", object_id=link.id, ip=ip, amount=link.amount,
-              currency=link.currency, bill_reference=link.bill_reference,
-              customer_id=customer.id,
-              patient_renamed=data.customer_id is not None and data.rename_customer)
+    audit_rows(session, [{
+        "lab_id": lab.id, "user_id": user_id, "action": "link.create",
+        "object_type": "online_payment", "object_id": link.id, "ip": ip,
+        "detail": {"amount": link.amount, "currency": link.currency,
+                   "bill_reference": link.bill_reference, "customer_id": customer.id,
+                   "patient_renamed": data.customer_id is not None and data.rename_customer}}
+        for link, data, customer in zip(links, items, customers, strict=True)])
     # the outbox and the lab's webhooks: same transaction
     queue_link_messages(session, [(link, data.notify) for link, data in zip(links, items,
                                                                             strict=True)])

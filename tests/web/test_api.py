@@ -8,10 +8,18 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from portal.api.openapi import document
-from portal.models import LinkStatus, OnlinePayment, Payment, PaymentStatus, utcnow
+from portal.models import (
+    ApiKey,
+    IdempotencyKey,
+    LinkStatus,
+    OnlinePayment,
+    Payment,
+    PaymentStatus,
+    utcnow,
+)
 from portal.worker.runner import wait_idle
 from tests.api_helpers import make_api_key
 from tests.conftest import serving
@@ -248,3 +256,91 @@ def test_documented_request_examples_work_against_the_app(app, client, key, db):
     link = db.get(OnlinePayment, answer.json["id"])
     assert link.status == LinkStatus.CREATED
     assert link.expires_at > utcnow() + timedelta(days=2)
+
+
+def statements_of(app, send) -> list[str]:
+    seen: list[str] = []
+    engine = app.extensions["portal_db"].engine
+
+    def record(conn, cursor, statement, *args):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_initiate_reads_the_key_and_its_lab_together_and_writes_in_one_transaction(
+        app, client, key, db):
+    """The key with its lab and whether its gateway is set up in one statement, read without
+    SQLite's write lock; the lock taken once, for the patient's read and the writes, once the
+    key's use is recorded."""
+    assert client.post("/payments/initiate", json=BODY, headers=auth(key)).status_code == 201
+    answers = []
+    seen = statements_of(app, lambda: answers.append(
+        client.post("/payments/initiate", json={**BODY, "bill_reference": "B-2"},
+                    headers=auth(key))))
+    assert answers[0].status_code == 201
+    assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN", "BEGIN IMMEDIATE"]
+    assert seen[1].startswith("SELECT") and "FROM api_keys" in seen[1]
+    assert seen[2] == "BEGIN IMMEDIATE" and "FROM customers" in seen[3]
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert "FROM api_keys JOIN labs" in reads[0] and "payment_gateway_keys" in reads[0]
+    assert not [s for s in reads[1:] if "FROM labs" in s or "payment_gateway_keys" in s]
+    assert len(seen) <= 8
+
+
+def test_initiate_needs_the_default_or_the_named_gateway_set_up(client, key, db, lab):
+    from portal.models import PaymentGatewayKeys
+
+    keys = db.scalar(select(PaymentGatewayKeys).where(PaymentGatewayKeys.lab_id == lab.id))
+    keys.enabled = False
+    db.commit()
+    answer = client.post("/payments/initiate", json=BODY, headers=auth(key))
+    assert answer.status_code == 422
+    assert answer.json["error"]["code"] == "gateway_not_configured"
+    named = client.post("/payments/initiate", json={**BODY, "gateway": "sandbox"},
+                        headers=auth(key))
+    assert named.status_code == 422 and "gateway" in named.json["error"]["fields"]
+    keys.enabled = True
+    db.commit()
+    lab.default_gateway = "stripe"  # not set up; the sandbox is
+    db.commit()
+    assert client.post("/payments/initiate", json=BODY, headers=auth(
+        key)).json["error"]["code"] == "gateway_not_configured"
+    named = client.post("/payments/initiate", json={**BODY, "gateway": "sandbox"},
+                        headers=auth(key))
+    assert named.status_code == 201 and named.json["gateway"] == "sandbox"
+    assert db.scalar(select(func.count()).select_from(OnlinePayment)) == 1
+
+
+def test_a_keys_use_is_recorded_even_when_its_request_is_refused(client, key, db):
+    assert db.scalar(select(ApiKey.last_used_at)) is None
+    answer = client.post("/payments/initiate", json={"amount": "x"}, headers=auth(key))
+    assert answer.status_code == 422
+    assert db.scalar(select(ApiKey.last_used_at)) is not None
+
+
+def test_an_expired_or_abandoned_idempotency_key_starts_afresh(client, key, db):
+    kept = client.post("/payments/initiate", json=BODY,
+                       headers=auth(key, **{"Idempotency-Key": "old-1"}))
+    assert kept.status_code == 201
+    db.scalar(select(IdempotencyKey)).created_at = utcnow() - timedelta(hours=25)
+    db.add(IdempotencyKey(lab_id=db.scalar(select(ApiKey.lab_id)), key="died-1",
+                          fingerprint="x", in_flight=True,
+                          created_at=utcnow() - timedelta(minutes=3)))
+    db.commit()
+    again = client.post("/payments/initiate", json=BODY,
+                        headers=auth(key, **{"Idempotency-Key": "old-1"}))
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert again.json["id"] != kept.json["id"]
+    retried = client.post("/payments/initiate", json={**BODY, "bill_reference": "B-9"},
+                          headers=auth(key, **{"Idempotency-Key": "died-1"}))
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    rows = {row.key: row for row in db.scalars(select(IdempotencyKey))}
+    assert set(rows) == {"old-1", "died-1"}
+    assert not rows["old-1"].in_flight and rows["old-1"].response_status == 201
+    assert not rows["died-1"].in_flight and rows["died-1"].response_status == 201

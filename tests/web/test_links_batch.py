@@ -145,3 +145,38 @@ def test_a_batch_matches_patients_as_one_link_at_a_time_would(build, app, sessio
     assert together[7][0] == together[8][0] == 2 and together[8][2] == "+919800000003"
     assert together[9][0] == 3 and together[9][1] == "Lab Own"
     assert together[10][0] == together[11][0]
+
+
+def test_one_link_reads_only_the_newest_patients_on_its_number(build, app, session):
+    """A desk phone shared by 30 patients: a link reads the 10 it may go under, not all 30,
+    and still goes under the newest of them with its name."""
+    lab = build.lab("desk")
+    phone = "+919811111111"
+    session.add_all([Customer(lab_id=lab.id, name=f"Walk-in {i}", phone=phone)
+                     for i in range(30)])
+    session.commit()
+    expires = utcnow() + timedelta(days=7)
+
+    def link_for(name):
+        loaded = []
+
+        def count(target, _context):
+            loaded.append(target)
+
+        with Session(app.extensions["portal_db"].engine) as s:
+            event.listen(Customer, "load", count)
+            try:
+                link = create_link(s, s.merge(lab), NewLink(
+                    patient_name=name, phone=phone, email=None, amount=500, currency="INR",
+                    bill_reference=f"D-{name}", description="", expires_at=expires),
+                    user_id=None)
+            finally:
+                event.remove(Customer, "load", count)
+            s.commit()
+            return link.customer.name, len(loaded)
+
+    assert link_for("walk-in 25") == ("Walk-in 25", 10)  # among the newest ten: found
+    name, loaded = link_for("Walk-in 0")  # the oldest: past the ten, a record of its own
+    assert loaded <= 11
+    assert session.scalar(select(func.count()).select_from(Customer).where(
+        Customer.lab_id == lab.id, Customer.name == "Walk-in 0")) == 2

@@ -227,3 +227,38 @@ def test_sign_in_floods_are_refused_before_the_password_check(nodes, redis_url, 
     # The refused attempt never reached the database's lockout count.
     failures = nodes.session.scalar(select(func.max(LoginThrottle.failures)))
     assert failures == 2
+
+
+def test_the_in_process_limit_starts_no_thread_per_request(monkeypatch):
+    """limits' MemoryStorage started an expiry thread on each hit 10 ms after the last."""
+    import threading
+
+    from portal.ratelimits import Limits
+
+    limits = Limits(None, api=3, login=30, patient=60)
+    assert limits.take("api", "key-1") == 0  # the counters are made on first need
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
+    waits = []
+    for _ in range(3):
+        time.sleep(0.03)  # past the old storage's 10 ms timer: it would start another
+        waits.append(limits.take("api", "key-1"))
+    assert waits[:2] == [0, 0] and 1 <= waits[2] <= 60
+    assert started == []
+
+
+def test_the_in_process_window_slides(monkeypatch):
+    """The previous minute's hits count for the part of it still inside the last 60 s."""
+    import portal.ratelimits as ratelimits
+
+    clock = [6000.0]  # the start of a minute window
+    monkeypatch.setattr(ratelimits.time, "time", lambda: clock[0])
+    limits = ratelimits.Limits(None, api=4, login=30, patient=60)
+    assert [limits.take("api", "k") for _ in range(4)] == [0, 0, 0, 0]
+    assert limits.take("api", "k") > 0
+    assert limits.take("api", "other") == 0  # each key counts on its own
+    clock[0] = 6090.0  # half through the next window: 4 x 0.5 = 2 still count
+    assert [limits.take("api", "k") > 0 for _ in range(3)] == [False, False, True]
+    clock[0] = 6200.0  # two windows on: nothing counts
+    assert limits.take("api", "k") == 0
+    limits.reset()
