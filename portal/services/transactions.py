@@ -18,7 +18,7 @@ import binascii
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -104,7 +104,7 @@ TransactionRow = Row[*tuple[Any, ...]]  # PAGE_COLUMNS by name: row.id, row.pati
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[TransactionRow]
+    rows: Sequence[TransactionRow]
     next_cursor: str | None  # older rows
     prev_cursor: str | None  # newer rows
 
