@@ -149,6 +149,26 @@ def test_bad_filters_rerender_with_a_message(staff_client, history, args, messag
     assert staff_client.get("/transactions.csv", query_string=args).status_code == 422
 
 
+@pytest.mark.parametrize("args", [{}, {"status": "failed", "gateway": "counter",
+                                        "currency": "USD"}, {"currency": 'Q"<&'}])
+def test_filter_selects_write_what_wtforms_writes(app, args):
+    """The plain option writer: the same HTML as WTForms' own, escaping included."""
+    from types import SimpleNamespace
+
+    from flask import request
+    from wtforms.widgets import Select
+
+    from portal.transactions.forms import TransactionFilterForm
+
+    with app.test_request_context("/transactions", query_string=args):
+        form = TransactionFilterForm(request.args, lab=SimpleNamespace(currency='Q"<&'))
+        form.validate()
+        for field in (form.status, form.gateway, form.currency):
+            assert str(field(**{"aria-invalid": "true"})) == str(
+                Select()(field, **{"aria-invalid": "true"}))
+        assert 'value="Q&#34;&lt;&amp;">Q&#34;&lt;&amp;</option>' in str(form.currency())
+
+
 @pytest.mark.parametrize("q,expected", [
     ("asha", ["asha_ok", "asha_failed"]),
     ("ASHA R", ["asha_ok", "asha_failed"]),  # the start of the name, any case
