@@ -320,6 +320,12 @@ def test_a_page_costs_the_same_statements_however_many_rows(app, staff_client, b
         assert many == before, path
         assert len(references(html)) == 25
         assert all(f"Patient {i}</td>" in html and f"B-{i}</td>" in html for i in range(25))
+    # A later page: the session (its user and lab in the same query), then the page itself.
+    patients(25, 30)
+    _count, html = statements(cursor_link(staff_client.get("/transactions").get_data(
+        as_text=True), "next"))
+    assert [s.split()[0] for s in sent if not s.startswith("BEGIN")] == ["SELECT", "SELECT"]
+    assert len(references(html)) == 5
 
 
 def test_a_page_is_plain_rows_not_tracked_objects(app, build, lab, db, history):
