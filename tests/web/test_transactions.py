@@ -476,7 +476,9 @@ def test_admins_get_the_technical_details_behind_a_disclosure(admin_client, hist
 
 
 def test_admins_see_transactions_too_and_visitors_sign_in(admin_client, client, history):
-    assert admin_client.get("/transactions").status_code == 200
+    page = admin_client.get("/transactions").get_data(as_text=True)
+    assert '<br><code class="muted">pay_RzP123</code>' in page  # the gateway's id: admins
+    assert f'<a href="/transactions/{history["usd"].id}"><code>' in page
     assert admin_client.get(f"/transactions/{history['usd'].id}").status_code == 200
     anonymous = client.get("/transactions")
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
