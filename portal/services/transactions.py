@@ -94,7 +94,7 @@ def _micros(moment: datetime) -> int:
 
 
 # What a page shows of each payment, as plain rows: no ORM objects to build, track or expire
-# for a list that only reads them (most of a page's time went there).
+# for a list that only reads them (most of the page query's Python time went there).
 PAGE_COLUMNS = (Payment.id, Payment.lab_id, Payment.created_at, Payment.reference,
                 Payment.status, Payment.gateway, Payment.gateway_transaction_id, Payment.amount,
                 Payment.amount_refunded, Payment.currency, OnlinePayment.bill_reference,
