@@ -236,8 +236,8 @@ def staff_translations() -> NullTranslations:
     from flask import current_app
 
     if has_request_context() and current_app.config.get("I18N_STAFF_PSEUDO"):
-        return PseudoTranslations()
-    return NullTranslations()
+        return _PSEUDO
+    return _IDENTITY
 
 
 def staff_gettext(message: str, **variables) -> str:
@@ -294,6 +294,11 @@ class PseudoTranslations(NullTranslations):
 
     def ngettext(self, singular, plural, n):
         return pseudo(singular if n == 1 else plural)
+
+
+# Stateless: one of each serves every staff text (a page asks for dozens).
+_IDENTITY = NullTranslations()
+_PSEUDO = PseudoTranslations()
 
 
 def _pseudo_enabled() -> bool:

@@ -64,7 +64,9 @@ def check(session: Session, raw: object, user_id: int, *, now: datetime,
     """The live session (its user loaded) behind a cookie, or why there is none."""
     if not isinstance(raw, str) or not raw or len(raw) > 100:
         return Ended.UNKNOWN
-    row = session.scalar(select(StaffSession).options(joinedload(StaffSession.user))
+    # The lab comes in the same query: every staff page names it and scopes to it.
+    row = session.scalar(select(StaffSession)
+                         .options(joinedload(StaffSession.user).joinedload(User.lab))
                          .where(StaffSession.token_hash == hash_session_id(raw)))
     if row is None or row.user_id != user_id:
         return Ended.UNKNOWN

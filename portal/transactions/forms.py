@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 from flask_wtf import FlaskForm
+from markupsafe import Markup, escape
 from wtforms import DateField, SearchField, SelectField, StringField
 from wtforms.validators import Length, Optional, ValidationError
+from wtforms.widgets import Select
 
 from gateways import GATEWAYS
 
@@ -27,6 +29,24 @@ def within_calendar(_form, field):
         raise ValidationError(_s("Enter a date between 1970 and 9998."))
 
 
+class PlainSelect(Select):
+    """WTForms' select with plain options written directly: the same HTML, without sorting
+    and escaping a dict of attributes per option (the filter's ~50 options cost a millisecond
+    a page)."""
+
+    @classmethod
+    def render_option(cls, choice, **kwargs):
+        if kwargs or choice.render_kw or not isinstance(choice.value, str):
+            return super().render_option(choice, **kwargs)
+        selected = "selected " if choice.selected else ""
+        return Markup(f'<option {selected}value="{escape(choice.value)}">'
+                      f"{escape(choice.label or choice.value)}</option>")
+
+    @classmethod
+    def _dispatch_render_option(cls):
+        return cls.render_option
+
+
 FIELDS = ("q", "status", "gateway", "currency", "date_from", "date_to", "amount_min",
           "amount_max")
 
@@ -38,9 +58,12 @@ class TransactionFilterForm(FlaskForm):
     q = SearchField(_l("Search"), validators=[Optional(), Length(max=100)],
                     description=_l("Start of the patient's name, email or bill reference; a mobile "
                                 "number; a gateway transaction id or our payment reference."))
-    status = SelectField(_l("Status"), default="", validators=[Optional()])
-    gateway = SelectField(_l("Gateway"), default="", validators=[Optional()])
-    currency = SelectField(_l("Currency"), default="", validators=[Optional()])
+    status = SelectField(_l("Status"), default="", validators=[Optional()],
+                         widget=PlainSelect())
+    gateway = SelectField(_l("Gateway"), default="", validators=[Optional()],
+                          widget=PlainSelect())
+    currency = SelectField(_l("Currency"), default="", validators=[Optional()],
+                           widget=PlainSelect())
     date_from = DateField(_l("Date from"), validators=[Optional(), within_calendar])
     date_to = DateField(_l("Date to"), validators=[Optional(), within_calendar])
     amount_min = StringField(_l("Amount from"), validators=[Optional(), Length(max=30)])
