@@ -95,7 +95,7 @@ def seed(url: str, count: int) -> int:
 
     from portal.models import Lab, Role, User
     from portal.services.auth import hash_password
-    from portal.totals_ddl import REBUILD as REBUILD_TOTALS
+    from portal.totals_ddl import rebuild as rebuild_totals
 
     engine = create_engine(url)
     with Session(engine) as session:
@@ -120,7 +120,7 @@ def seed(url: str, count: int) -> int:
         conn.execute(text("ALTER TABLE payments DISABLE TRIGGER payments_totals_insert_delete"))
         conn.execute(text(PAYMENTS), {"lab": lab_id, "n": count, "end": END})
         conn.execute(text("ALTER TABLE payments ENABLE TRIGGER payments_totals_insert_delete"))
-        conn.execute(text(REBUILD_TOTALS))
+        conn.execute(text(rebuild_totals()))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
     print(f"seeded {count:,} payments, {count:,} links, {customers:,} patients "
