@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from flask_wtf import FlaskForm
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from wtforms import DateField, SearchField, SelectField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 from wtforms.widgets import Select
@@ -38,9 +38,11 @@ class PlainSelect(Select):
     def render_option(cls, choice, **kwargs):
         if kwargs or choice.render_kw or not isinstance(choice.value, str):
             return super().render_option(choice, **kwargs)
-        selected = "selected " if choice.selected else ""
-        return Markup(f'<option {selected}value="{escape(choice.value)}">'
-                      f"{escape(choice.label or choice.value)}</option>")
+        if choice.selected:
+            return Markup('<option selected value="{}">{}</option>').format(
+                choice.value, choice.label or choice.value)
+        return Markup('<option value="{}">{}</option>').format(
+            choice.value, choice.label or choice.value)
 
     @classmethod
     def _dispatch_render_option(cls):
