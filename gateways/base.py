@@ -276,6 +276,9 @@ class Gateway(ABC):
     # What the gateway expects as the body of a successful webhook answer (body, mimetype);
     # None for the portal's JSON acknowledgement.
     webhook_ack: ClassVar[tuple[str, str] | None] = None
+    # Whether parse_webhook calls the gateway's API (PhonePe confirms each callback there):
+    # no database transaction may stay open across it.
+    webhook_calls_api: ClassVar[bool] = False
 
     def __init__(self, credentials: Mapping[str, str], *, api_base: str | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT, webhook_url: str = ""):

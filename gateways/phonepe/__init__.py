@@ -125,6 +125,7 @@ class PhonePeGateway(Gateway):
     # No cancel API for Standard Checkout orders: they lapse after `expireAfter`.
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND})
     webhook_events = wire.SUBSCRIBE_TO
+    webhook_calls_api = True
     default_api_base = wire.PRODUCTION_PG_BASE
     sandbox_api_base = wire.SANDBOX_BASE
     status_check_delays = wire.STATUS_CHECK_DELAYS

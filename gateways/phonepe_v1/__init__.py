@@ -39,6 +39,7 @@ class PhonePeV1Gateway(Gateway):
     )
     capabilities = frozenset({Capability.REFUND, Capability.PARTIAL_REFUND})
     webhook_events = ()  # the callback URL travels with every request
+    webhook_calls_api = True
     default_api_base = "https://api.phonepe.com/apis/hermes"
     sandbox_api_base = "https://api-preprod.phonepe.com/apis/pg-sandbox"
     status_check_delays = wire.polling_schedule()

@@ -178,10 +178,18 @@ _STORED = select(PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
 def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
                        gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""
+    if gateway not in GATEWAYS:
+        raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
+    row = session.execute(_STORED, {"lab_id": lab_id, "gateway": gateway}).first()
+    return gateway_from_stored(config, gateway, row)
+
+
+def gateway_from_stored(config: Mapping[str, Any], gateway: str, row: Any) -> Gateway:
+    """The gateway from its stored (enabled, mode, credentials_encrypted), read by the caller
+    (None: never set up); GatewayError when it is not set up."""
     cls = GATEWAYS.get(gateway)
     if cls is None:
         raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
-    row = session.execute(_STORED, {"lab_id": lab_id, "gateway": gateway}).first()
     if row is None or not row.enabled:
         raise GatewayError(f"The lab has not set up {cls.display_name} yet.",
                            code="not_configured")
@@ -192,3 +200,5 @@ def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
         api_base = cls.sandbox_api_base
     return cls(credentials, api_base=api_base,
                webhook_url=f"{config['PORTAL_BASE_URL']}/payments/webhook/{gateway}")
+
+
