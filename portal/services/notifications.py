@@ -9,7 +9,7 @@ again, under the same Message-ID (email) or reference (SMS) so a provider may dr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,16 +56,22 @@ def contact(link: OnlinePayment, channel: Channel) -> str | None:
     return link.patient_email if channel == Channel.EMAIL else link.patient_phone
 
 
+def _reachable(link: OnlinePayment, kind: str,
+               channels: Iterable[str]) -> Iterator[tuple[Channel, str]]:
+    """(channel, recipient) for each of `channels` the patient can be reached on, once."""
+    if kind not in messages.KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    for channel in dict.fromkeys(Channel(c) for c in channels):
+        recipient = contact(link, channel)
+        if recipient:
+            yield channel, recipient
+
+
 def queue_message(session: Session, link: OnlinePayment, kind: str,
                   channels: Iterable[str]) -> list[Notification]:
     """One outbox row and its send job per channel the patient can be reached on."""
-    if kind not in messages.KINDS:
-        raise ValueError(f"unknown message kind {kind!r}")
     queued = []
-    for channel in dict.fromkeys(Channel(c) for c in channels):
-        recipient = contact(link, channel)
-        if not recipient:
-            continue
+    for channel, recipient in _reachable(link, kind, channels):
         row = Notification(lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
                            recipient=recipient, template=kind, status=OutboxStatus.QUEUED,
                            next_attempt_at=utcnow())
@@ -81,13 +87,8 @@ def queue_once(session: Session, link: OnlinePayment, kind: str, channels: Itera
                dedupe: str) -> list[int]:
     """`queue_message`, once per `dedupe` key and channel (the unique dedupe_key: one INSERT
     that does nothing when the row exists); returns the new rows' ids."""
-    if kind not in messages.KINDS:
-        raise ValueError(f"unknown message kind {kind!r}")
     queued = []
-    for channel in dict.fromkeys(Channel(c) for c in channels):
-        recipient = contact(link, channel)
-        if not recipient:
-            continue
+    for channel, recipient in _reachable(link, kind, channels):
         insert = insert_unless_exists(session, Notification, "dedupe_key")
         with session.no_autoflush:  # the caller's changes go in one flush, at its commit
             row_id = session.execute(insert.values(
