@@ -3,6 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORTAL := $(VENV)/bin/portal
 PYTHON ?= python3
+comma  := ,
 
 AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
@@ -24,25 +25,24 @@ run: install
 	@echo ""
 	$(PORTAL) serve --host 127.0.0.1 --port 5000 --with-worker
 
+# $(call apt_install,packages,what they are for,what happens without them): Debian's packages
+# when this runs as root with apt-get (a fresh CI machine), else the consequence is said.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's $(1) for $(2)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	  else \
+	    echo "$(3)"; \
+	  fi
+
 # Debian's Chromium for the browser tests (Playwright cannot download its own browser here),
 # and Noto fonts so that Hindi, Tamil, Telugu, Bengali, Marathi, Arabic and Chinese pages
 # render real glyphs in the accessibility checks and screenshots.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's chromium for the browser tests..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else \
-	    echo "No /usr/bin/chromium: browser tests will use Playwright's own browser if installed."; \
-	  fi; \
+	  $(call apt_install,chromium,the browser tests,No /usr/bin/chromium: browser tests will use Playwright's own browser if installed.); \
 	fi
 	@if ! fc-list 2>/dev/null | grep -q NotoSansCJK || ! fc-list 2>/dev/null | grep -q NotoSansDevanagari; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's Noto fonts for the browser tests..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk >/dev/null; \
-	  else \
-	    echo "No Noto fonts: pages in Indic scripts, Arabic and Chinese may show boxes in screenshots."; \
-	  fi; \
+	  $(call apt_install,fonts-noto-core fonts-noto-cjk,the browser tests,No Noto fonts: pages in Indic scripts$(comma) Arabic and Chinese may show boxes in screenshots.); \
 	fi
 
 # axe-core for the accessibility checks, pinned by tests/browser/package-lock.json.
@@ -64,39 +64,27 @@ postgres:
 # their own non-daemon process, never the system's service).
 nginx:
 	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's nginx for the topology test..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
-	  else \
-	    echo "No nginx: the deploy and topology tests will skip (or fail where CI is set)."; \
-	  fi; \
+	  $(call apt_install,nginx,the topology test,No nginx: the deploy and topology tests will skip (or fail where CI is set).); \
 	fi
 
 # poppler's pdftotext reads the receipt PDFs back in the tests as a PDF reader shows them
 # (pypdf alone extracts Devanagari syllables out of order).
 pdftools:
 	@if ! command -v pdftotext >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's poppler-utils for the receipt PDF tests..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
-	  else \
-	    echo "No pdftotext: the receipt PDF tests read the PDFs with pypdf."; \
-	  fi; \
+	  $(call apt_install,poppler-utils,the receipt PDF tests,No pdftotext: the receipt PDF tests read the PDFs with pypdf.); \
 	fi
 
 # wrk drives the HTTP benchmarks.
 wrk:
-	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "Installing Debian's wrk for the benchmarks..."; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	@if ! command -v wrk >/dev/null; then \
+	  $(call apt_install,wrk,the benchmarks,No wrk: bench/http_bench.py cannot run.); \
 	fi
 
 # Redis on 127.0.0.1:6379 for the topology test (shared rate limits); started when it is down.
 redis:
 	@if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
-	  if ! command -v redis-server >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's redis-server for the topology test..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  if ! command -v redis-server >/dev/null; then \
+	    $(call apt_install,redis-server,the topology test,No redis-server: the topology test will skip (or fail where CI is set).); \
 	  fi; \
 	  if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then \
 	    echo "Starting Redis..."; \
