@@ -89,15 +89,13 @@ FROM (SELECT i, 10000 + (i::bigint * 7919) % 500000 AS amount,
 
 
 
-def seed(url: str, count: int) -> int:
-    """The lab and a staff user through the ORM; its history in three INSERT ... SELECTs."""
+def bench_lab(engine) -> int:
+    """The lab and its staff user, through the ORM; returns the lab's id."""
     from sqlalchemy.orm import Session
 
     from portal.models import Lab, Role, User
     from portal.services.auth import hash_password
-    from portal.totals_ddl import rebuild as rebuild_totals
 
-    engine = create_engine(url)
     with Session(engine) as session:
         lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
                   timezone="Asia/Kolkata", default_gateway="razorpay")
@@ -106,7 +104,15 @@ def seed(url: str, count: int) -> int:
         session.add(User(lab_id=lab.id, email="staff@bench.test", role=Role.STAFF,
                          password_hash=hash_password(PASSWORD)))
         session.commit()
-        lab_id = lab.id
+        return lab.id
+
+
+def seed(url: str, count: int) -> int:
+    """The lab and a staff user through the ORM; its history in three INSERT ... SELECTs."""
+    from portal.totals_ddl import rebuild as rebuild_totals
+
+    engine = create_engine(url)
+    lab_id = bench_lab(engine)
     customers = max(count // 4, 1)
     began = time.perf_counter()
     with engine.begin() as conn:
@@ -135,21 +141,8 @@ def seed_sqlite(url: str, count: int) -> int:
     from datetime import datetime, timedelta
     from hashlib import md5
 
-    from sqlalchemy.orm import Session
-
-    from portal.models import Lab, Role, User
-    from portal.services.auth import hash_password
-
     engine = create_engine(url)
-    with Session(engine) as session:
-        lab = Lab(slug="bench", name="Bench Diagnostics", currency="INR",
-                  timezone="Asia/Kolkata", default_gateway="razorpay")
-        session.add(lab)
-        session.flush()
-        session.add(User(lab_id=lab.id, email="staff@bench.test", role=Role.STAFF,
-                         password_hash=hash_password(PASSWORD)))
-        session.commit()
-        lab_id = lab.id
+    lab_id = bench_lab(engine)
     engine.dispose()
     began = time.perf_counter()
     first, last = ["Asha", "Ravi", "Priya", "Arjun", "Meera", "Vikram", "Sunita", "Rahul",
