@@ -19,8 +19,8 @@ from tests.deploy.nginx_site import (
     main_config,
     nginx_command,
     render_site,
-    self_signed_certificate,
 )
+from tests.fakes.certs import self_signed_certificate
 from tests.fakes.server import FakeServer
 
 HTTP_PORT, HTTPS_PORT = 18381, 18344  # this file's fixed ports (the range 18300-18399)

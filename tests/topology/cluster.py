@@ -22,8 +22,8 @@ from tests.deploy.nginx_site import (
     main_config,
     nginx_command,
     render_site,
-    self_signed_certificate,
 )
+from tests.fakes.certs import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTAL = str(Path(sys.executable).with_name("portal"))

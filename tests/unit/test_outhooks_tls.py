@@ -3,43 +3,21 @@ SNI and certificate checks use the name, so pinning the address weakens nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import ssl
 import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from portal.services.outhooks import Target, post
-
-
-def self_signed(tmp_path, name: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
+from tests.fakes.certs import self_signed_certificate
 
 
 @pytest.fixture
 def tls_receiver(tmp_path):
     """An https receiver on 127.0.0.1 for `lis.acme.test`, recording the SNI and Host it got."""
-    cert, key = self_signed(tmp_path, "lis.acme.test")
+    cert, key = self_signed_certificate(tmp_path, names=["lis.acme.test"], address=None,
+                                        files=("lis.acme.test.crt", "lis.acme.test.key"))
     seen: dict = {"sni": [], "host": []}
 
     class Handler(http.server.BaseHTTPRequestHandler):

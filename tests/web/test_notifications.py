@@ -14,8 +14,9 @@ from portal.services.links import NewLink, create_link
 from portal.services.notifications import SEND_ATTEMPTS
 from portal.worker import runner
 from tests.conftest import csrf_from, sign_in
+from tests.fakes.certs import self_signed_certificate
 from tests.fakes.sms_fakes import FakeSmsProvider, FakeTwilio
-from tests.fakes.smtp import SmtpServer, free_port, make_certificate
+from tests.fakes.smtp import SmtpServer, free_port
 from tests.web.helpers import post_event, start_payment
 from tests.web.test_links import form as link_form
 
@@ -135,7 +136,7 @@ def test_email_round_trip_through_a_real_smtp_server(app, db, lab, caplog):
 
 
 def test_starttls_and_auth(app, db, lab, tmp_path, monkeypatch):
-    cert, key = make_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts our self-signed CA
     with SmtpServer(tls="starttls", cert=(cert, key), users={"mailer@acme.test": "s3cret:pw"}
                     ) as smtp:
@@ -149,7 +150,7 @@ def test_starttls_and_auth(app, db, lab, tmp_path, monkeypatch):
 
 
 def test_implicit_tls_smtps(app, db, lab, tmp_path, monkeypatch):
-    cert, key = make_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     with SmtpServer(tls="implicit", cert=(cert, key), users={"mailer": "pw"}) as smtp:
         app.config["PORTAL_SMTP_URL"] = f"smtps://mailer:pw@127.0.0.1:{smtp.port}"
@@ -159,7 +160,7 @@ def test_implicit_tls_smtps(app, db, lab, tmp_path, monkeypatch):
 
 
 def test_an_untrusted_certificate_is_not_accepted(app, db, lab, tmp_path):
-    cert, key = make_certificate(tmp_path)  # SSL_CERT_FILE not set: the system CAs only
+    cert, key = self_signed_certificate(tmp_path)  # SSL_CERT_FILE not set: the system CAs only
     with SmtpServer(tls="starttls", cert=(cert, key)) as smtp:
         app.config["PORTAL_SMTP_URL"] = f"smtp://127.0.0.1:{smtp.port}?starttls=1"
         send_link(db, lab, channels=["email"])
@@ -170,7 +171,7 @@ def test_an_untrusted_certificate_is_not_accepted(app, db, lab, tmp_path):
 
 
 def test_wrong_smtp_password_is_retried_not_sent(app, db, lab, tmp_path, monkeypatch):
-    cert, key = make_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     with SmtpServer(tls="starttls", cert=(cert, key), users={"mailer": "pw"}) as smtp:
         app.config["PORTAL_SMTP_URL"] = f"smtp://mailer:wrong@127.0.0.1:{smtp.port}?starttls=1"
