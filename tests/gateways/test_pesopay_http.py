@@ -120,15 +120,6 @@ def exchanges(db, kind) -> list[PaymentGatewayTransaction]:
         PaymentGatewayTransaction.kind == kind)).all()
 
 
-def wait_for(check, timeout: float = 8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def post_datafeed(live: str, fields: dict) -> requests.Response:
     return requests.post(f"{live}/payments/webhook/pesopay", data=fields)
 

@@ -38,6 +38,7 @@ from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, gateway_lab, serving, sign_in
 from tests.fakes.localstripe import register_webhook, start_localstripe
 from tests.fakes.stripe_fake import FakeStripe
+from tests.polling import wait_until
 
 SECRET_KEY = "sk_test_portalStripeKey4eC39HqLyjW"
 WEBHOOK_SECRET = "whsec_portalStripeSigning9f8e7d"
@@ -90,16 +91,6 @@ def payments_of(db, link) -> list[Payment]:
                           .order_by(Payment.id)))
 
 
-def wait_for(check, timeout: float = 8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_checkout_session_carries_our_reference_and_the_webhook_closes_the_link(
         app, live, fake, st_lab, build, db):
     link = build.link(st_lab, amount=150000, expires_at=utcnow() + timedelta(hours=2))
@@ -122,7 +113,7 @@ def test_checkout_session_carries_our_reference_and_the_webhook_closes_the_link(
     back = pay(browser, checkout_url)
     assert back.status_code == 303
     assert back.headers["Location"].endswith(f"&session_id={payment.checkout_id}")
-    wait_for(lambda: fake.sent_events)
+    wait_until(lambda: fake.sent_events)
     assert fake.sent_events[0][2] == 200
     db.refresh(link)
     assert link.status == LinkStatus.PAID
@@ -192,7 +183,7 @@ def test_saved_card_consent_charge_and_delete(app, live, fake, localstripe, st_l
     assert form["customer_creation"] == "always"
     assert form["payment_intent_data[setup_future_usage]"] == "off_session"
     pay(browser, checkout_url)
-    wait_for(lambda: fake.sent_events)
+    wait_until(lambda: fake.sent_events)
     wait_idle(app)  # the worker reads the saved card from the PaymentIntent
     profile = db.scalars(select(CustomerPaymentProfile)).one()
     assert (profile.brand, profile.last4, profile.exp_month) == ("visa", "4242", 12)
@@ -219,7 +210,7 @@ def test_saved_card_consent_charge_and_delete(app, live, fake, localstripe, st_l
     intent = client.v1.payment_intents.retrieve(charged.gateway_transaction_id)
     assert intent.status == "succeeded" and intent.metadata["reference"] == charged.reference
     # localstripe's own signed payment_intent.succeeded reaches us and changes nothing more
-    wait_for(lambda: db.scalar(select(PaymentGatewayTransaction).where(
+    wait_until(lambda: db.scalar(select(PaymentGatewayTransaction).where(
         PaymentGatewayTransaction.event_type == "payment_intent.succeeded",
         PaymentGatewayTransaction.payment_id == charged.id)))
     db.refresh(second)
@@ -260,7 +251,7 @@ def test_partial_and_full_refunds_at_localstripe(app, live, fake, localstripe, s
     link = build.link(st_lab, amount=90000)
     browser, checkout_url = press_pay(live, link.token)
     pay(browser, checkout_url)
-    wait_for(lambda: fake.sent_events)
+    wait_until(lambda: fake.sent_events)
     payment = payments_of(db, link)[0]
     app.config["PORTAL_STRIPE_API_BASE"] = localstripe
     first = request_refund(db, app.config, payment.id, 30000, "Patient asked")
@@ -281,7 +272,7 @@ def test_refund_events_settle_a_pending_refund(app, live, fake, st_lab, build, d
     link = build.link(st_lab, amount=90000)
     browser, checkout_url = press_pay(live, link.token)
     pay(browser, checkout_url)
-    wait_for(lambda: fake.sent_events)
+    wait_until(lambda: fake.sent_events)
     payment = payments_of(db, link)[0]
     refund_obj = {"id": "re_pending1", "object": "refund", "amount": 20000, "currency": "inr",
                   "payment_intent": payment.gateway_transaction_id, "status": "pending",

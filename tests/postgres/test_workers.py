@@ -19,6 +19,7 @@ from portal.extensions import make_engine
 from portal.models import Job, OutboxStatus
 from portal.worker import jobs, queue, runner
 from tests.conftest import ENCRYPTION_KEY
+from tests.polling import wait_until
 from tests.postgres import side_effects
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,16 +92,6 @@ def start_worker(url: str, tmp_path: Path, name: str) -> subprocess.Popen:
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_a_worker_killed_mid_job_leaves_it_to_the_other(pg_app, pg_db, side_effect_table,
                                                         tmp_path):
     started_file = tmp_path / "started"
@@ -113,7 +104,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other(pg_app, pg_db, side_effe
                                   start_worker(url, tmp_path, "b"))}
     try:
         # Whichever worker claims the job first hangs in it; it is killed there.
-        first = wait_for(lambda: started_file.read_text().split(), 30, "the job to start")
+        first = wait_until(lambda: started_file.read_text().split(), 30, "the job to start")
         job_id, attempt, pid = map(int, first[:3])
         assert (job_id, attempt) == (job.id, 1) and pid in workers
         workers[pid].send_signal(signal.SIGKILL)
@@ -124,7 +115,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other(pg_app, pg_db, side_effe
             pg_db.rollback()
             return pg_db.scalar(select(Job.status).where(Job.id == job.id)) == "done"
 
-        wait_for(finished, 30, "the other worker to finish the job after the lease")
+        wait_until(finished, 30, "the other worker to finish the job after the lease")
         assert survivor.poll() is None  # still running
     finally:
         for process in workers.values():

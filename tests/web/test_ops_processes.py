@@ -23,6 +23,7 @@ from sqlalchemy import select
 from gateways import sandbox
 from portal.models import Job, OutboxStatus, PaymentStatus
 from portal.worker.queue import enqueue
+from tests.polling import wait_until
 from tests.web.helpers import SECRET
 
 TOKEN = "metrics-token-for-process-tests-7"
@@ -38,16 +39,6 @@ def free_port() -> int:
 def environment(app, **extra) -> dict[str, str]:
     return {**os.environ, "PORTAL_DATABASE_URL": app.config["PORTAL_DATABASE_URL"],
             "PYTHONUNBUFFERED": "1", **extra}
-
-
-def wait_until(check, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}" + (f"\n{log.read_text()}" if log else ""))
 
 
 def json_lines(path: Path) -> list[dict]:
