@@ -19,6 +19,7 @@ from tests.fakes.razorpay_fake import FakeRazorpay
 from tests.fakes.stripe_fake import FakeStripe
 from tests.gateways import test_razorpay_http as rz
 from tests.gateways import test_stripe_http as st
+from tests.polling import wait_until
 
 
 def dump_tables(db) -> str:
@@ -70,7 +71,7 @@ def test_stripe_secrets_stay_secret(app, build, lab, db, caplog, capsys, wrong_k
             browser, checkout_url = st.press_pay(live, link.token)
             back = st.pay(browser, checkout_url)
             pages.append(browser.get(back.headers["Location"]).text)
-            st.wait_for(lambda: fake.sent_events)
+            wait_until(lambda: fake.sent_events)
             wait_idle(app)
         payment = db.scalars(select(Payment).where(Payment.online_payment_id == link.id)).one()
         assert payment.status == PaymentStatus.SUCCEEDED

@@ -33,7 +33,8 @@ from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.phonepe_fake import FakePhonePe, callback_authorization
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
-from tests.gateways.test_stripe_http import press_pay, wait_for
+from tests.gateways.test_stripe_http import press_pay
+from tests.polling import wait_until
 
 CLIENT_ID = "PORTAL_CLIENT_UAT"
 CLIENT_SECRET = "pp-client-secret-7f3e91ab"
@@ -512,7 +513,7 @@ def test_no_database_transaction_waits_on_phonepes_status_api(live, fake, pp_lab
     fake.delay_next(1.5, path="/checkout/v2/order/")
     callback = threading.Thread(target=post_callback, args=(live, order_callback(payment)))
     callback.start()
-    wait_for(lambda: fake.requests_to("GET", "/checkout/v2/order/"), timeout=5)
+    wait_until(lambda: fake.requests_to("GET", "/checkout/v2/order/"), timeout=5)
     started = time.monotonic()
     build.link(pp_lab)  # a write while PhonePe is being asked
     took = time.monotonic() - started

@@ -29,7 +29,8 @@ from portal.worker.runner import wait_idle
 from tests.conftest import csrf_from, gateway_lab, serving
 from tests.fakes.square_fake import FakeSquare, sign_webhook
 from tests.gateways.test_gateway_secrets import admin_pages, assert_nowhere
-from tests.gateways.test_stripe_http import press_pay, wait_for
+from tests.gateways.test_stripe_http import press_pay
+from tests.polling import wait_until
 
 ACCESS_TOKEN = "EAAAl-square-access-token-7f3e91c2"
 LOCATION_ID = "LACMEMAIN0001"
@@ -76,7 +77,7 @@ def paid_link(live, square, lab, build, db, amount=150000):
     browser, checkout_url = press_pay(live, link.token)
     browser.get(pay_on_square(browser, checkout_url).headers["Location"])
     square.wait_events(3)
-    wait_for(lambda: only_payment(db, link).status == PaymentStatus.SUCCEEDED)
+    wait_until(lambda: only_payment(db, link).status == PaymentStatus.SUCCEEDED)
     return link, only_payment(db, link)
 
 
@@ -258,11 +259,11 @@ def test_declined_card_fails_the_attempt_and_the_patient_may_retry(live, square,
     declined = pay_on_square(browser, checkout_url, "decline")
     assert declined.status_code == 200 and "declined" in declined.text
     square.wait_events(1)
-    wait_for(lambda: only_payment(db, link).status == PaymentStatus.FAILED)
+    wait_until(lambda: only_payment(db, link).status == PaymentStatus.FAILED)
     assert "GENERIC_DECLINE" in only_payment(db, link).failure_reason
     browser.get(pay_on_square(browser, checkout_url).headers["Location"])  # the same link
     square.wait_events(4)
-    wait_for(lambda: only_payment(db, link).status == PaymentStatus.SUCCEEDED)
+    wait_until(lambda: only_payment(db, link).status == PaymentStatus.SUCCEEDED)
     db.refresh(link)
     assert link.status == LinkStatus.PAID
 
@@ -292,7 +293,7 @@ def test_partial_then_full_refund_with_idempotency_keys(app, live, square, sq_la
         db.refresh(refund)
         return refund.status == RefundStatus.SUCCEEDED
 
-    wait_for(settled)
+    wait_until(settled)
     db.refresh(payment)
     assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
     assert payment.amount_refunded == 50000
