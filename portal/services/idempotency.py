@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..models import IdempotencyKey, utcnow
+from ..models import IdempotencyKey, insert_unless_exists, utcnow
 
 KEEP_FOR = timedelta(hours=24)
 # A request that never finished (its process died) stops blocking its key after this.
@@ -49,25 +47,14 @@ def fingerprint(method: str, path: str, raw_body: bytes) -> str:
 def _reserve(session: Session, lab_id: int, key: str, print_: str, now: datetime) -> bool:
     """Inserts the in-flight row unless the key has one; True when this request inserted it.
 
-    ON CONFLICT DO NOTHING (PostgreSQL, SQLite 3.24+): a taken key costs no error, no
-    savepoint and no rolled-back transaction, and a new one a single statement.
+    One INSERT ... ON CONFLICT DO NOTHING: a taken key costs no error, no savepoint and no
+    rolled-back transaction.
     """
-    dialect = session.get_bind().dialect.name
-    values = {"lab_id": lab_id, "key": key, "fingerprint": print_, "in_flight": True,
-              "created_at": now}
-    if dialect in ("postgresql", "sqlite"):
-        upsert = postgresql.insert(IdempotencyKey) if dialect == "postgresql" \
-            else sqlite.insert(IdempotencyKey)
-        inserted = session.execute(
-            upsert.values(**values).on_conflict_do_nothing(index_elements=["lab_id", "key"])
-            .returning(IdempotencyKey.id)).first()
-        return inserted is not None
-    try:
-        with session.begin_nested():
-            session.add(IdempotencyKey(**values))
-        return True
-    except IntegrityError:
-        return False
+    inserted = session.execute(
+        insert_unless_exists(session, IdempotencyKey, "lab_id", "key")
+        .values(lab_id=lab_id, key=key, fingerprint=print_, in_flight=True, created_at=now)
+        .returning(IdempotencyKey.id)).first()
+    return inserted is not None
 
 
 def begin(session: Session, lab_id: int, key: str, print_: str) -> Stored | None:
