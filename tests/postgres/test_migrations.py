@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
-from portal.models import Base
+from portal.models import SEARCH_STATISTICS, Base
 
 from .conftest import create_database, drop_database, render
 
@@ -23,6 +23,13 @@ def test_migrations_match_models(pg_database):
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
     # No filtering: on PostgreSQL 15 with SQLAlchemy 2.1 / Alembic 1.x there is no difference.
     assert diff == [], "migrations and models differ:\n" + "\n".join(map(repr, diff))
+
+
+# Index columns with a statistics target of their own (NULL or -1 means the default).
+STATISTICS = """SELECT ic.relname, a.attnum, a.attstattarget
+    FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+    JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = ic.oid
+    WHERE t.relname = :table AND a.attstattarget > 0 ORDER BY 1, 2"""
 
 
 def schema_facts(url: str) -> dict:
@@ -43,6 +50,7 @@ def schema_facts(url: str) -> dict:
                     "fks": sorted((f["name"], tuple(f["constrained_columns"]), f["referred_table"])
                                   for f in inspector.get_foreign_keys(table)),
                     "pk": inspector.get_pk_constraint(table)["name"],
+                    "statistics": conn.execute(text(STATISTICS), {"table": table}).all(),
                 }
             return facts
     finally:
@@ -66,3 +74,6 @@ def test_migrated_constraints_match_create_all(pg_server, pg_database):
         assert migrated[table] == expected[table], table
     # The enum guards exist at all (non-native enums are VARCHAR + CHECK).
     assert any("link_status" in name for name, _ in migrated["online_payments"]["checks"])
+    assert migrated["online_payments"]["statistics"] == [
+        ("ix_online_payments_lab_bill_lower", 2, SEARCH_STATISTICS)]
+    assert len(migrated["customers"]["statistics"]) == 2
