@@ -9,7 +9,9 @@ throw-away database on PORTAL_TEST_POSTGRES_URL's server). A measurement, not a 
 
 Cases: `pay` (GET /pay/<token> over 200 links), `webhook` (signed sandbox events, each one
 distinct, for distinct pending payments: verify, dedupe, apply, commit), `initiate`
-(POST /payments/initiate with an API key; the bench raises the API rate limit).
+(POST /payments/initiate with an API key; the bench raises the API rate limit), `floor` (the
+same webhooks and initiates answered by bench/floor.py: only their SQL, the least any
+implementation does, under the same gunicorn settings).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ BIN = Path(sys.executable).parent
 LUA = Path(__file__).resolve().parent / "lua"
 WEBHOOK_SECRET = "whsec_bench"  # nosec B105  # a throw-away bench lab's secret
 CONNECTIONS, THREADS = 16, 2
-PORT = 18100  # this bench's fixed ports: 18100 (portal) and 18101 (bare hello)
+PORT = 18100  # fixed ports: 18100 (portal), 18101 (bare hello), 18102 (floor)
 
 
 
@@ -153,6 +155,13 @@ def start_hello(folder: Path, settings: dict[str, int]) -> subprocess.Popen:
                   "bench.hello:app"], {}, PORT + 1, folder / "hello.log")
 
 
+def start_floor(folder: Path, settings: dict[str, int], env: dict[str, str]) -> subprocess.Popen:
+    return start([str(BIN / "gunicorn"), "-k", "gthread", "-w", str(settings["workers"]),
+                  "--threads", str(settings["threads"]), "-b", f"127.0.0.1:{PORT + 2}",
+                  "--keep-alive", "5", "--worker-tmp-dir", "/dev/shm", "bench.floor:app"],
+                 {**env, "BENCH_WEBHOOK_SECRET": WEBHOOK_SECRET}, PORT + 2, folder / "floor.log")
+
+
 def hello_rate(folder: Path, seconds: float) -> float:
     """The bare hello, measured right before each case: the machine is shared, so its load
     moves, and a ratio is only fair between two figures taken moments apart."""
@@ -189,11 +198,13 @@ def run(database: str, cases: list[str], seconds: float, pending: int) -> None:
         env = {**base, "PORTAL_BASE_URL": f"http://127.0.0.1:{PORT}",
                "PORTAL_API_RATE_LIMIT": "100000000"}
         settings = serve_defaults()
-        data = seed(env, 200, pending if "webhook" in cases else 0)
+        data = seed(env, 200, pending * (("webhook" in cases) + ("floor" in cases)))
+        floor_payments = data["payments"][pending:] if "webhook" in cases else data["payments"]
         (folder / "pay.txt").write_text("".join(f"/pay/{t}\n" for t in data["tokens"]))
         portal = start([str(BIN / "portal"), "serve", "--host", "127.0.0.1", "--port",
                         str(PORT)], env, PORT, folder / "portal.log")
         hello = start_hello(folder, settings)
+        floor = start_floor(folder, settings, env) if "floor" in cases else None
         results = []
         try:
             hello_rate(folder, 2)  # warm up
@@ -216,9 +227,22 @@ def run(database: str, cases: list[str], seconds: float, pending: int) -> None:
                     (folder / "api.txt").write_text(initiate_lines(data["api_key"], 50000))
                     results.append(("POST /payments/initiate (API key)", *wrk(
                         PORT, "posts.lua", seconds, {"BENCH_POSTS": str(folder / "api.txt")})))
+                elif case == "floor":
+                    (folder / "floor-hooks.txt").write_text(webhook_lines(floor_payments, pending))
+                    results.append(("floor: the webhook's SQL alone (bench/floor.py)", *wrk(
+                        PORT + 2, "posts.lua", seconds,
+                        {"BENCH_POSTS": str(folder / "floor-hooks.txt")})))
+                    (folder / "floor-api.txt").write_text(initiate_lines(data["api_key"], 50000))
+                    results.append(("bare Flask hello, same settings, just before",
+                                    hello_rate(folder, seconds), ""))
+                    results.append(("floor: the initiate's SQL alone", *wrk(
+                        PORT + 2, "posts.lua", seconds,
+                        {"BENCH_POSTS": str(folder / "floor-api.txt")})))
         finally:
             stop(portal)
             stop(hello)
+            if floor is not None:
+                stop(floor)
         print(f"\n{database}: portal serve (gunicorn gthread, {settings['workers']} workers x "
               f"{settings['threads']} threads), wrk -t{THREADS} -c{CONNECTIONS} -d{seconds:g}s, "
               f"{os.cpu_count()} CPUs shared with other users")
@@ -238,8 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgres"],
                         choices=["sqlite", "postgres"])
-    parser.add_argument("--only", nargs="+", default=["pay", "webhook", "initiate"],
-                        choices=["pay", "webhook", "initiate"])
+    parser.add_argument("--only", nargs="+", default=["pay", "webhook", "initiate", "floor"],
+                        choices=["pay", "webhook", "initiate", "floor"])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--pending", type=int, default=6000,
                         help="pending payments made for the webhook case (one event each)")
