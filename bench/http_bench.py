@@ -208,19 +208,22 @@ def busiest_process(port: int, after: float) -> int | None:
     return max(held.values(), default=None)
 
 
+def start_bare(app: str, port: int, settings: dict[str, int], env: dict[str, str],
+               log: Path) -> subprocess.Popen:
+    """A bench app under gunicorn with `portal serve`'s worker settings."""
+    return start([str(BIN / "gunicorn"), "-k", "gthread", "-w", str(settings["workers"]),
+                  "--threads", str(settings["threads"]), "-b", f"127.0.0.1:{port}",
+                  "--keep-alive", "5", "--worker-tmp-dir", "/dev/shm", app], env, port, log)
+
+
 def start_hello(folder: Path, settings: dict[str, int]) -> subprocess.Popen:
     (folder / "hello.txt").write_text("/\n")
-    return start([str(BIN / "gunicorn"), "-k", "gthread", "-w", str(settings["workers"]),
-                  "--threads", str(settings["threads"]), "-b", f"127.0.0.1:{PORT + 1}",
-                  "--keep-alive", "5", "--worker-tmp-dir", "/dev/shm",
-                  "bench.hello:app"], {}, PORT + 1, folder / "hello.log")
+    return start_bare("bench.hello:app", PORT + 1, settings, {}, folder / "hello.log")
 
 
 def start_floor(folder: Path, settings: dict[str, int], env: dict[str, str]) -> subprocess.Popen:
-    return start([str(BIN / "gunicorn"), "-k", "gthread", "-w", str(settings["workers"]),
-                  "--threads", str(settings["threads"]), "-b", f"127.0.0.1:{PORT + 2}",
-                  "--keep-alive", "5", "--worker-tmp-dir", "/dev/shm", "bench.floor:app"],
-                 {**env, "BENCH_WEBHOOK_SECRET": WEBHOOK_SECRET}, PORT + 2, folder / "floor.log")
+    return start_bare("bench.floor:app", PORT + 2, settings,
+                      {**env, "BENCH_WEBHOOK_SECRET": WEBHOOK_SECRET}, folder / "floor.log")
 
 
 def hello_rate(folder: Path, seconds: float) -> float:
