@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import bindparam, select
@@ -169,22 +169,31 @@ def configured_gateways(session: Session, lab_id: int) -> set[str]:
     return {name for name in session.scalars(_ENABLED, {"lab_id": lab_id}) if name in GATEWAYS}
 
 
-_STORED = select(PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
-                 PaymentGatewayKeys.credentials_encrypted).where(
-    PaymentGatewayKeys.lab_id == bindparam("lab_id"),
-    PaymentGatewayKeys.gateway == bindparam("gateway"))
+class StoredKeys(NamedTuple):
+    """What `gateway_from_stored` needs of a lab's stored keys: STORED_COLUMNS, in order."""
+
+    enabled: bool
+    mode: GatewayMode
+    credentials_encrypted: bytes
+
+
+STORED_COLUMNS = (PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
+                  PaymentGatewayKeys.credentials_encrypted)
+_STORED = select(*STORED_COLUMNS).where(PaymentGatewayKeys.lab_id == bindparam("lab_id"),
+                                        PaymentGatewayKeys.gateway == bindparam("gateway"))
 
 
 def configured_gateway(session: Session, config: Mapping[str, Any], lab_id: int,
                        gateway: str) -> Gateway:
     """The lab's gateway, ready to call; GatewayError when it is not set up."""
     row = session.execute(_STORED, {"lab_id": lab_id, "gateway": gateway}).first()
-    return gateway_from_stored(config, gateway, row)
+    return gateway_from_stored(config, gateway, None if row is None else StoredKeys(*row))
 
 
-def gateway_from_stored(config: Mapping[str, Any], gateway: str, row: Any) -> Gateway:
-    """The gateway from its stored (enabled, mode, credentials_encrypted), read by the caller
-    (None: never set up); GatewayError when it is not set up."""
+def gateway_from_stored(config: Mapping[str, Any], gateway: str,
+                        row: StoredKeys | None) -> Gateway:
+    """The gateway from its stored keys, read by the caller (None: never set up);
+    GatewayError when it is not set up."""
     cls = GATEWAYS.get(gateway)
     if cls is None:
         raise GatewayError(f"Unknown gateway {gateway!r}.", code="not_configured")
@@ -198,5 +207,3 @@ def gateway_from_stored(config: Mapping[str, Any], gateway: str, row: Any) -> Ga
         api_base = cls.sandbox_api_base
     return cls(credentials, api_base=api_base,
                webhook_url=f"{config['PORTAL_BASE_URL']}/payments/webhook/{gateway}")
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,9 +21,9 @@ from gateways.base import (
 from gateways.http import mask_secrets
 
 from ..extensions import reads_only
-from ..models import ExchangeKind, GatewayMode, Payment, PaymentGatewayKeys
+from ..models import ExchangeKind, Payment, PaymentGatewayKeys
 from .events import Applied, apply_gateway_event
-from .keys import gateway_from_stored
+from .keys import STORED_COLUMNS, StoredKeys, gateway_from_stored
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def _find_payment(session: Session, gateway: str, reference: str, transaction_id
     """(lab id, reference, payment id, link id, the lab's stored keys for the gateway) of the
     payment an unverified event names, to pick the secret: one statement."""
     query = (select(Payment.lab_id, Payment.reference, Payment.id, Payment.online_payment_id,
-                    PaymentGatewayKeys.enabled, PaymentGatewayKeys.mode,
-                    PaymentGatewayKeys.credentials_encrypted)
+                    *STORED_COLUMNS)
              .outerjoin(PaymentGatewayKeys,
                         (PaymentGatewayKeys.lab_id == Payment.lab_id)
                         & (PaymentGatewayKeys.gateway == Payment.gateway)))
@@ -135,12 +134,5 @@ def _find_payment(session: Session, gateway: str, reference: str, transaction_id
     row = session.execute(query.limit(1)).first()
     if row is None:
         return None
-    stored = None if row.enabled is None else StoredKeys(row.enabled, row.mode,
-                                                          row.credentials_encrypted)
+    stored = None if row.enabled is None else StoredKeys(*row[4:])
     return row.lab_id, row.reference, row.id, row.online_payment_id, stored
-
-
-class StoredKeys(NamedTuple):
-    enabled: bool
-    mode: GatewayMode
-    credentials_encrypted: bytes
