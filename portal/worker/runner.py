@@ -12,7 +12,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,16 +105,12 @@ def run_once(app: Flask, session_factory: sessionmaker[Session], *, limit: int =
                 log.warning("job %s (%s) not started: its lease ran out while the batch ran",
                             job.id, job.kind)
                 continue
-            request_id = (job.payload or {}).get("request_id")
-            token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
-            try:
+            with in_request_of(job):
                 if job.kind in BATCHED:
                     batch.run(job, jobs[index:])
                 else:
                     batch.flush()
                     run_job(app, session_factory, job.id, job.kind, job.attempts)
-            finally:
-                logs.reset_request_id(token)
             if heartbeat is not None:
                 try:
                     heartbeat.beat(session_factory)
@@ -122,6 +119,17 @@ def run_once(app: Flask, session_factory: sessionmaker[Session], *, limit: int =
     finally:
         batch.flush()
     return len(jobs)
+
+
+@contextmanager
+def in_request_of(job: Job) -> Iterator[None]:
+    """Log lines carry the request id of the request that enqueued `job`."""
+    request_id = (job.payload or {}).get("request_id")
+    token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
+    try:
+        yield
+    finally:
+        logs.reset_request_id(token)
 
 
 ALONE = object()  # a prepared item: run the job by itself, through its handler
@@ -215,13 +223,9 @@ class BatchRun:
         done = time.perf_counter()
         for r in ran:
             metrics.JOBS.labels(r.job.kind, "done" if r.job.id in kept else "taken_over").inc()
-            request_id = (r.job.payload or {}).get("request_id")
-            token = logs.set_request_id(request_id if isinstance(request_id, str) else None)
-            try:
+            with in_request_of(r.job):
                 log.info("job %s (%s) done in %.0f ms", r.job.id, r.job.kind,
                          (done - r.started) * 1000)
-            finally:
-                logs.reset_request_id(token)
 
     def release(self, jobs: list[Job]) -> int:
         """Claimed jobs not started go back to the queue now, with what `prepare` marked."""
