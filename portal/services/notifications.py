@@ -67,14 +67,19 @@ def _reachable(link: OnlinePayment, kind: str,
             yield channel, recipient
 
 
+def _queued_row(link: OnlinePayment, kind: str, channel: Channel,
+                recipient: str) -> dict[str, object]:
+    return {"lab_id": link.lab_id, "online_payment_id": link.id, "channel": channel,
+            "recipient": recipient, "template": kind, "status": OutboxStatus.QUEUED,
+            "next_attempt_at": utcnow()}
+
+
 def queue_message(session: Session, link: OnlinePayment, kind: str,
                   channels: Iterable[str]) -> list[Notification]:
     """One outbox row and its send job per channel the patient can be reached on."""
     queued = []
     for channel, recipient in _reachable(link, kind, channels):
-        row = Notification(lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
-                           recipient=recipient, template=kind, status=OutboxStatus.QUEUED,
-                           next_attempt_at=utcnow())
+        row = Notification(**_queued_row(link, kind, channel, recipient))
         session.add(row)
         session.flush()
         enqueue(session, "notification.send", {"notification_id": row.id}, lab_id=link.lab_id,
@@ -92,9 +97,8 @@ def queue_once(session: Session, link: OnlinePayment, kind: str, channels: Itera
         insert = insert_unless_exists(session, Notification, "dedupe_key")
         with session.no_autoflush:  # the caller's changes go in one flush, at its commit
             row_id = session.execute(insert.values(
-                lab_id=link.lab_id, online_payment_id=link.id, channel=channel,
-                recipient=recipient, template=kind, dedupe_key=f"{dedupe}:{channel.value}",
-                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=utcnow())
+                **_queued_row(link, kind, channel, recipient), attempts=0,
+                dedupe_key=f"{dedupe}:{channel.value}")
                 .returning(Notification.id)).scalar()
         if row_id is not None:
             session.add(new_job("notification.send", {"notification_id": row_id},
