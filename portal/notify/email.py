@@ -107,12 +107,16 @@ def build_email(*, mail_from: str, sender_name: str, to: str, to_name: str, subj
     message["To"] = formataddr((_one_line(to_name), to), charset="utf-8") if to_name else to
     subject = _one_line(subject)
     message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = f"<{message_id}@{address.domain or 'localhost'}>"
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+    _stamp(message, address, message_id)
     message.attach(MIMEText(_lines(text), "plain", _UTF8_QP))
     message.attach(MIMEText(_lines(html), "html", _UTF8_QP))
     return message
+
+
+def _stamp(message: Message, address: Address, message_id: str) -> None:
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = f"<{message_id}@{address.domain or 'localhost'}>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
 
 
 def _one_line(value: str) -> str:
@@ -131,9 +135,7 @@ def _build_international(address: Address, *, sender_name: str, to: str, to_name
     message["From"] = formataddr((_one_line(sender_name), address.addr_spec))
     message["To"] = formataddr((_one_line(to_name), to)) if to_name else to
     message["Subject"] = _one_line(subject)
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = f"<{message_id}@{address.domain or 'localhost'}>"
-    message["Auto-Submitted"] = "auto-generated"
+    _stamp(message, address, message_id)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
